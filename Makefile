@@ -44,7 +44,10 @@ CMOCKA_LIBS   := $(shell pkg-config --libs cmocka 2>/dev/null)
 CFLAGS_ALL += $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL += $(LDFLAGS)
 
-LIB_SRC   := $(filter-out server/main.c,$(sort $(wildcard server/*.c idoc/*.c queue/*.c config/*.c d365/*.c)))
+# LIB_DIRS narrows the library to some modules (e.g. LIB_DIRS=idoc while the
+# others are being written); the default is all of them.
+LIB_DIRS  ?= server idoc queue config d365
+LIB_SRC   := $(filter-out server/main.c,$(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
