@@ -6,10 +6,11 @@
 #   make bench      benchmarks (prints figures and ratios to ceilings)
 #   make demo       run the whole flow locally against the fake Dataverse
 #
-# Sources are found by folder: every .c in server/ idoc/ queue/ config/ d365/
-# (except server/main.c) goes into $(BUILD)/libmlc.a; every tests/unit/test_*.c
-# becomes a cmocka binary; every tests/tools/*.c, test-fixtures/*.c and bench/*.c
-# a helper binary. Adding a module needs no edit here.
+# Sources are found by folder: every .c in common/ (the bottom layer: log,
+# metrics) server/ idoc/ queue/ config/ d365/ except server/main.c goes into
+# $(BUILD)/libmlc.a; every tests/unit/test_*.c becomes a cmocka binary; every
+# tests/tools/*.c, test-fixtures/*.c and bench/*.c a helper binary. Adding a
+# module needs no edit here.
 
 BUILD   ?= build
 SAN     ?=
@@ -46,7 +47,7 @@ LDFLAGS_ALL += $(LDFLAGS)
 
 # LIB_DIRS narrows the library to some modules (e.g. LIB_DIRS=idoc while the
 # others are being written); the default is all of them.
-LIB_DIRS  ?= server idoc queue config d365
+LIB_DIRS  ?= common server idoc queue config d365
 LIB_SRC   := $(filter-out server/main.c,$(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))))
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))

@@ -1,0 +1,223 @@
+/*
+ * http — libmicrohttpd set-up and routing.
+ *
+ * The daemon runs MHD's internal polling threads with epoll and a pool of
+ * `threads` loops, with suspend/resume enabled: ingest suspends a request
+ * while its IDocs wait for the group commit, so no pool thread ever blocks on
+ * a disk sync (limits.md: blocking there caps group commit at the pool size).
+ *
+ * Abuse limits: a total connection limit, an idle timeout, and a per
+ * connection memory limit for headers (MHD answers oversize request lines and
+ * headers itself with 414/431). Body memory is bounded inside ingest.
+ */
+#include "server/http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "queue/queue.h"
+#include "server/ingest.h"
+
+struct http {
+    struct http_opts o;
+    struct MHD_Daemon *d;
+    uint16_t port;
+    atomic_int draining;
+    size_t sap_path_len;
+};
+
+static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, const char *ctype,
+                                 const char *body, size_t len, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, mode);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    enum MHD_Result r = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static enum MHD_Result plain(struct MHD_Connection *conn, unsigned status, const char *text)
+{
+    char buf[300];
+    snprintf(buf, sizeof buf, "%s\n", text);
+    return send_text(conn, status, "text/plain; charset=utf-8", buf, strlen(buf), MHD_RESPMEM_MUST_COPY);
+}
+
+static enum MHD_Result readyz(struct http *h, struct MHD_Connection *conn)
+{
+    if (atomic_load(&h->draining)) return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: shutting down");
+    if (queue_over_quota(h->o.queue))
+        return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: queue over its quota (queue.max_size_mb)");
+    struct queue_stats st;
+    char err[200];
+    if (queue_stats(h->o.queue, &st, err, sizeof err) != QUEUE_OK) {
+        char msg[260];
+        snprintf(msg, sizeof msg, "not ready: queue unavailable: %s", err);
+        return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, msg);
+    }
+    return plain(conn, MHD_HTTP_OK, "ready");
+}
+
+static enum MHD_Result metrics(struct http *h, struct MHD_Connection *conn)
+{
+    char extra[2048];
+    size_t o = 0;
+    struct queue_stats st;
+    char err[200];
+    o += (size_t)snprintf(extra + o, sizeof extra - o,
+                          "# HELP mlc_queue_records Records in the local queue, by state\n"
+                          "# TYPE mlc_queue_records gauge\n");
+    int ok = queue_stats(h->o.queue, &st, err, sizeof err) == QUEUE_OK;
+    for (int s = 0; s < QUEUE_NSTATES; s++)
+        o += (size_t)snprintf(extra + o, sizeof extra - o, "mlc_queue_records{state=\"%s\"} %llu\n",
+                              queue_state_name(s), ok ? (unsigned long long)st.count[s] : 0ULL);
+    o += (size_t)snprintf(extra + o, sizeof extra - o,
+                          "# HELP mlc_queue_used_bytes Bytes of the queue's store in use\n"
+                          "# TYPE mlc_queue_used_bytes gauge\nmlc_queue_used_bytes %llu\n"
+                          "# HELP mlc_queue_quota_bytes The queue's quota (queue.max_size_mb)\n"
+                          "# TYPE mlc_queue_quota_bytes gauge\nmlc_queue_quota_bytes %llu\n"
+                          "# HELP mlc_ready 1 when /readyz answers 200\n"
+                          "# TYPE mlc_ready gauge\nmlc_ready %d\n",
+                          ok ? (unsigned long long)st.used_bytes : 0ULL,
+                          ok ? (unsigned long long)st.quota_bytes : 0ULL,
+                          ok && !atomic_load(&h->draining) && !queue_over_quota(h->o.queue));
+    (void)o;
+    char *text = metrics_render(extra);
+    if (!text) return plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+    return send_text(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text),
+                     MHD_RESPMEM_MUST_FREE);
+}
+
+static int is_sap_path(const struct http *h, const char *url)
+{
+    /* SM59 path prefixes are matched exactly, with or without a trailing
+     * slash; MHD has already split off any query string. */
+    return strncmp(url, h->o.sap_path, h->sap_path_len) == 0 &&
+           (url[h->sap_path_len] == 0 || (url[h->sap_path_len] == '/' && url[h->sap_path_len + 1] == 0));
+}
+
+static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const char *url,
+                               const char *method, const char *version, const char *upload_data,
+                               size_t *upload_data_size, void **req_cls)
+{
+    (void)version;
+    struct http *h = cls;
+    if (*req_cls || is_sap_path(h, url))
+        return ingest_handle(h->o.ingest, conn, method, upload_data, upload_data_size, req_cls);
+
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (strcmp(url, "/healthz") == 0)
+        return get ? plain(conn, MHD_HTTP_OK, "ok") : plain(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+    if (strcmp(url, "/readyz") == 0)
+        return get ? readyz(h, conn) : plain(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+    if (strcmp(url, "/metrics") == 0)
+        return get ? metrics(h, conn) : plain(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+    return plain(conn, MHD_HTTP_NOT_FOUND, "not found");
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                      enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    if (*req_cls && ingest_owns(*req_cls)) {
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            log_debug("http: ingest request ended early (code %d)", (int)toe);
+        ingest_request_done(*req_cls);
+    }
+    *req_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    log_debug("http: libmicrohttpd: %s", buf);
+}
+
+struct http *http_start(const struct http_opts *o, char *err, size_t errlen)
+{
+    struct http *h = calloc(1, sizeof *h);
+    if (!h) { snprintf(err, errlen, "out of memory"); return NULL; }
+    h->o = *o;
+    h->sap_path_len = strlen(o->sap_path);
+    while (h->sap_path_len > 1 && o->sap_path[h->sap_path_len - 1] == '/') h->sap_path_len--;
+
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                         MHD_USE_ERROR_LOG;
+    if (strchr(o->address, ':')) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(o->port);
+        if (inet_pton(AF_INET6, o->address, &a6->sin6_addr) != 1) {
+            snprintf(err, errlen, "listen.address: '%s' is not an IP address", o->address);
+            free(h);
+            return NULL;
+        }
+        flags |= MHD_USE_IPv6;
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(o->port);
+        if (inet_pton(AF_INET, o->address, &a4->sin_addr) != 1) {
+            snprintf(err, errlen, "listen.address: '%s' is not an IPv4 or IPv6 address", o->address);
+            free(h);
+            return NULL;
+        }
+    }
+    unsigned threads = o->threads ? o->threads : 2;
+    unsigned limit = o->connection_limit < threads ? threads : o->connection_limit;
+    h->d = MHD_start_daemon(
+        flags, o->port, NULL, NULL, handler, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, o->timeout_s,
+        /* Headers only: bodies never sit in MHD's pool (ingest consumes
+         * them as they arrive). 64 KiB holds any sane request head. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+        MHD_OPTION_NOTIFY_COMPLETED, completed, h,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
+        MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen, "cannot listen on %s:%u (address in use or not available)", o->address,
+                 (unsigned)o->port);
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : o->port;
+    return h;
+}
+
+uint16_t http_port(const struct http *h) { return h->port; }
+void http_set_draining(struct http *h) { atomic_store(&h->draining, 1); }
+
+void http_quiesce(struct http *h)
+{
+    MHD_socket s = MHD_quiesce_daemon(h->d);
+    if (s != MHD_INVALID_SOCKET) close(s);
+}
+
+void http_stop(struct http *h)
+{
+    if (!h) return;
+    MHD_stop_daemon(h->d);
+    free(h);
+}

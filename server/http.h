@@ -1,0 +1,46 @@
+/*
+ * http — the libmicrohttpd daemon: routing to ingest (POST <sap.path>),
+ * /healthz, /readyz, /metrics.
+ *
+ * Threads: http_start/http_stop from the main thread; the handlers run on
+ * MHD's pool threads.
+ */
+#ifndef MLC_HTTP_H
+#define MLC_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct ingest;
+struct queue;
+
+struct http_opts {
+    const char *address;      /* IPv4 or IPv6 literal, or "0.0.0.0" / "::" */
+    uint16_t port;            /* 0 = pick a free port */
+    unsigned threads;
+    unsigned connection_limit;
+    unsigned timeout_s;
+    const char *sap_path;
+    struct ingest *ingest;
+    struct queue *queue;
+};
+
+struct http;
+
+/* Bind and start serving. Returns NULL with a reason in err. */
+struct http *http_start(const struct http_opts *o, char *err, size_t errlen);
+
+/* The bound port (useful with port 0). */
+uint16_t http_port(const struct http *h);
+
+/* /readyz answers 503 "shutting down" from now on. */
+void http_set_draining(struct http *h);
+
+/* Stop accepting connections (the listening socket is closed). */
+void http_quiesce(struct http *h);
+
+/* Stop the daemon; call only when no connection is suspended (ingest_active
+ * == 0, or the queue has answered every batch). */
+void http_stop(struct http *h);
+
+#endif

@@ -1,0 +1,115 @@
+# Shared helpers for integration tests (sourced). Each test gets a private
+# temp folder, a config on 127.0.0.1 port 0, and a server it starts and
+# stops itself. Checks are counted; mlc_finish prints the tally and sets the
+# exit status.
+set -u
+MLC_BUILD=${MLC_BUILD:-build}
+MLC_ROOT=${MLC_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+BIN=$MLC_ROOT/$MLC_BUILD/ml-connector
+TOOLS=$MLC_ROOT/$MLC_BUILD/tools
+FIX=$MLC_ROOT/test-fixtures
+T=$(mktemp -d "${TMPDIR:-/tmp}/mlc-it.XXXXXX")
+PASSES=0 FAILS=0 SERVER_PID=
+export MLC_TEST_SAP_PASSWORD='s3cret-Pässword'
+export MLC_TEST_DV_SECRET='dv-client-secret-value'
+SAP_USER=SAPIDOC
+SAP_AUTH="$SAP_USER:$MLC_TEST_SAP_PASSWORD"
+
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then kill -9 "$SERVER_PID" 2>/dev/null; fi
+  wait 2>/dev/null
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+ok()   { PASSES=$((PASSES + 1)); echo "ok   - $*"; }
+bad()  { FAILS=$((FAILS + 1)); echo "FAIL - $*"; }
+check() { # check "description" command...
+  local d=$1; shift
+  if "$@"; then ok "$d"; else bad "$d"; fi
+}
+eq() { # eq "description" got want
+  if [ "$2" = "$3" ]; then ok "$1"; else bad "$1 (got '$2', want '$3')"; fi
+}
+contains() { # contains "description" haystack needle
+  case "$2" in *"$3"*) ok "$1" ;; *) bad "$1 ('$3' not in '$2')" ;; esac
+}
+
+# mlc_config [quota_mb] [max_body_mb] [extra JSON members for the top level]
+mlc_config() {
+  local quota=${1:-64} body=${2:-8} extra=${3:-}
+  cat >"$T/config.json" <<JSON
+{
+  "listen": { "address": "127.0.0.1", "port": 0, "threads": 2 },
+  "sap": { "path": "/sap/idoc", "username": "$SAP_USER", "password": "\${MLC_TEST_SAP_PASSWORD}", "max_body_mb": $body },
+  "queue": { "path": "$T/queue", "max_size_mb": $quota },
+  "dataverse": {
+    "url": "http://127.0.0.1:9/",
+    "tenant_id": "00000000-0000-0000-0000-000000000000",
+    "client_id": "11111111-1111-1111-1111-111111111111",
+    "client_secret": "\${MLC_TEST_DV_SECRET}"
+  },
+  "mapping": "$MLC_ROOT/config/mapping.json",
+  "delivery": { "schedule": "continuous" }${extra:+,
+  $extra}
+}
+JSON
+}
+
+# Start the server; sets PORT, URL, BASE. Fails the test if it does not
+# log "listening on" within 10 s.
+mlc_start() {
+  : >"$T/server.log"
+  "$BIN" serve -c "$T/config.json" >>"$T/server.log" 2>&1 &
+  SERVER_PID=$!
+  local i
+  for i in $(seq 1 200); do
+    if grep -q 'listening on' "$T/server.log"; then break; fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then break; fi
+    sleep 0.05
+  done
+  PORT=$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$T/server.log" | tail -1)
+  if [ -z "$PORT" ]; then
+    echo "server did not start:"; cat "$T/server.log"
+    bad "server starts"; mlc_finish
+  fi
+  BASE=http://127.0.0.1:$PORT
+  URL=$BASE/sap/idoc
+}
+
+# Stop with SIGTERM; returns the exit status.
+mlc_stop() {
+  local rc=0
+  kill -TERM "$SERVER_PID" 2>/dev/null
+  local i
+  for i in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
+  if kill -0 "$SERVER_PID" 2>/dev/null; then kill -9 "$SERVER_PID"; rc=137; fi
+  wait "$SERVER_PID" 2>/dev/null || rc=$?
+  SERVER_PID=
+  return $rc
+}
+
+mlc_kill9() {
+  kill -9 "$SERVER_PID" 2>/dev/null
+  wait "$SERVER_PID" 2>/dev/null
+  SERVER_PID=
+}
+
+# post FILE [curl args...] -> prints the status; body in $T/body, headers in $T/headers
+post() {
+  local f=$1; shift
+  curl -s -o "$T/body" -D "$T/headers" -w '%{http_code}' --max-time 30 \
+       -u "$SAP_AUTH" -H 'Content-Type: text/xml' --data-binary "@$f" "$@" "$URL"
+}
+body() { tr -d '\r' <"$T/body"; }
+
+queue_cli() { "$BIN" queue -c "$T/config.json" "$@"; }
+# state count from `queue stats`
+qcount() { queue_cli stats | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+mlc_finish() {
+  echo "$PASSES passed, $FAILS failed"
+  [ "$FAILS" -eq 0 ] && exit 0
+  [ -f "$T/server.log" ] && { echo "--- server log (tail)"; tail -n 30 "$T/server.log"; }
+  exit 1
+}
