@@ -31,8 +31,12 @@ CFLAGS_ALL += -fsanitize=thread -fno-omit-frame-pointer
 LDFLAGS_ALL += -fsanitize=thread
 endif
 
+# A fresh machine installs its packages on first use (root only). The
+# container build installs its own and sets MLC_SKIP_DEPS=1.
+ifneq ($(MLC_SKIP_DEPS),1)
 DEPS_OK := $(shell scripts/install-deps.sh --check >/dev/null 2>&1 && echo yes)
-ifneq ($(DEPS_OK),yes)
+endif
+ifeq ($(MLC_SKIP_DEPS)$(DEPS_OK),)
 $(info make: some packages are missing; running scripts/install-deps.sh)
 $(shell scripts/install-deps.sh >&2)
 endif

@@ -55,19 +55,37 @@ static enum MHD_Result plain(struct MHD_Connection *conn, unsigned status, const
     return send_text(conn, status, "text/plain; charset=utf-8", buf, strlen(buf), MHD_RESPMEM_MUST_COPY);
 }
 
+/* Readiness turns off at READY_QUOTA_PCT of the quota, a little before
+ * POSTs start failing, so a balancer or SAP's retry sees it first. */
+#define READY_QUOTA_PCT 95
+
+/* NULL when ready; else the reason (in buf). */
+static const char *not_ready(struct http *h, const struct queue_stats *st, int stats_ok, const char *err,
+                             char *buf, size_t len)
+{
+    if (atomic_load(&h->draining)) return "shutting down";
+    if (!stats_ok) {
+        snprintf(buf, len, "queue unavailable: %s", err);
+        return buf;
+    }
+    if (queue_over_quota(h->o.queue) ||
+        (st->quota_bytes && st->used_bytes * 100 >= st->quota_bytes * READY_QUOTA_PCT)) {
+        snprintf(buf, len, "queue over its quota: %llu of %llu MiB used (queue.max_size_mb)",
+                 (unsigned long long)(st->used_bytes >> 20), (unsigned long long)(st->quota_bytes >> 20));
+        return buf;
+    }
+    return NULL;
+}
+
 static enum MHD_Result readyz(struct http *h, struct MHD_Connection *conn)
 {
-    if (atomic_load(&h->draining)) return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: shutting down");
-    if (queue_over_quota(h->o.queue))
-        return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready: queue over its quota (queue.max_size_mb)");
     struct queue_stats st;
-    char err[200];
-    if (queue_stats(h->o.queue, &st, err, sizeof err) != QUEUE_OK) {
-        char msg[260];
-        snprintf(msg, sizeof msg, "not ready: queue unavailable: %s", err);
-        return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, msg);
-    }
-    return plain(conn, MHD_HTTP_OK, "ready");
+    char err[200], why[300], msg[320];
+    int ok = queue_stats(h->o.queue, &st, err, sizeof err) == QUEUE_OK;
+    const char *reason = not_ready(h, &st, ok, err, why, sizeof why);
+    if (!reason) return plain(conn, MHD_HTTP_OK, "ready");
+    snprintf(msg, sizeof msg, "not ready: %s", reason);
+    return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, msg);
 }
 
 static enum MHD_Result metrics(struct http *h, struct MHD_Connection *conn)
@@ -75,7 +93,7 @@ static enum MHD_Result metrics(struct http *h, struct MHD_Connection *conn)
     char extra[2048];
     size_t o = 0;
     struct queue_stats st;
-    char err[200];
+    char err[200], why[300];
     o += (size_t)snprintf(extra + o, sizeof extra - o,
                           "# HELP mlc_queue_records Records in the local queue, by state\n"
                           "# TYPE mlc_queue_records gauge\n");
@@ -92,7 +110,7 @@ static enum MHD_Result metrics(struct http *h, struct MHD_Connection *conn)
                           "# TYPE mlc_ready gauge\nmlc_ready %d\n",
                           ok ? (unsigned long long)st.used_bytes : 0ULL,
                           ok ? (unsigned long long)st.quota_bytes : 0ULL,
-                          ok && !atomic_load(&h->draining) && !queue_over_quota(h->o.queue));
+                          not_ready(h, &st, ok, err, why, sizeof why) == NULL);
     (void)o;
     char *text = metrics_render(extra);
     if (!text) return plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");

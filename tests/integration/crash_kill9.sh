@@ -11,7 +11,7 @@ for round in 1 2 3; do
   mlc_start
   "$TOOLS/ingest_load" "$URL" "$SAP_AUTH" 8 6 "$first" "$T/acked" >"$T/load.$round" 2>&1 &
   load=$!
-  sleep "0.$((5 + round * 2))"
+  sleep "$(awk -v r="$round" 'BEGIN{print 0.5 + r * 0.2}')"
   mlc_kill9
   wait $load
   echo "round $round: $(cat "$T/load.$round")"

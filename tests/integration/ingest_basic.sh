@@ -123,7 +123,7 @@ seq1=$(head -1 "$T/list" | python3 -c 'import json,sys; print(json.load(sys.stdi
 queue_cli show "$seq1" >"$T/show"
 check "queue show has the IDoc XML" grep -q 'EDI_DC40' "$T/show"
 
-eq "SIGTERM -> exit 0" "$(mlc_stop; echo $?)" 0
+mlc_stop; eq "SIGTERM -> exit 0" "$?" 0
 check "stopped cleanly logged" grep -q 'stopped cleanly' "$T/server.log"
 
 # --- restart: everything still there
