@@ -26,6 +26,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "queue/queue.h"
+#include "server/admin.h"
 #include "server/ingest.h"
 
 struct http {
@@ -132,8 +133,10 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 {
     (void)version;
     struct http *h = cls;
-    if (*req_cls || is_sap_path(h, url))
+    if (*req_cls ? ingest_owns(*req_cls) : is_sap_path(h, url))
         return ingest_handle(h->o.ingest, conn, method, upload_data, upload_data_size, req_cls);
+    if (*req_cls || strncmp(url, "/admin/", 7) == 0)
+        return admin_handle(h->o.admin, conn, url, method, upload_data, upload_data_size, req_cls);
 
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     if (strcmp(url, "/healthz") == 0)
@@ -154,6 +157,8 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_debug("http: ingest request ended early (code %d)", (int)toe);
         ingest_request_done(*req_cls);
+    } else if (*req_cls && admin_owns(*req_cls)) {
+        admin_request_done(*req_cls);
     }
     *req_cls = NULL;
 }

@@ -1,6 +1,6 @@
 /*
  * http — the libmicrohttpd daemon: routing to ingest (POST <sap.path>),
- * /healthz, /readyz, /metrics.
+ * /admin/ (server/admin.h), /healthz, /readyz, /metrics.
  *
  * Threads: http_start/http_stop from the main thread; the handlers run on
  * MHD's pool threads.
@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct admin;
 struct ingest;
 struct queue;
 
@@ -22,6 +23,7 @@ struct http_opts {
     unsigned timeout_s;
     const char *sap_path;
     struct ingest *ingest;
+    struct admin *admin;      /* /admin/ (404 when its token is unset) */
     struct queue *queue;
 };
 

@@ -26,6 +26,7 @@
 #include "config/mapping.h"
 #include "idoc/idoc.h"
 #include "queue/queue.h"
+#include "server/admin.h"
 #include "server/cli.h"
 #include "server/http.h"
 #include "server/ingest.h"
@@ -80,6 +81,7 @@ int cli_serve(int argc, char **argv)
     struct mapping *map = NULL;
     struct queue *q = NULL;
     struct ingest *in = NULL;
+    struct admin *adm = NULL;
     struct http *h = NULL;
 
     map = mapping_load(cfg->mapping_path, err, sizeof err);
@@ -113,7 +115,8 @@ int cli_serve(int argc, char **argv)
         .mapping = map,
     };
     in = ingest_new(&io);
-    if (!in) {
+    adm = admin_new(cfg->admin_token, q, NULL);
+    if (!in || !adm) {
         log_error("serve: out of memory");
         goto out;
     }
@@ -125,6 +128,7 @@ int cli_serve(int argc, char **argv)
         .timeout_s = (unsigned)cfg->listen_timeout_s,
         .sap_path = cfg->sap_path,
         .ingest = in,
+        .admin = adm,
         .queue = q,
     };
     h = http_start(&ho, err, sizeof err);
@@ -164,6 +168,7 @@ out:
         http_stop(h);
     }
     ingest_free(in);
+    admin_free(adm);
     mapping_free(map);
     idoc_global_cleanup();
     if (rc == 0) log_info("serve: stopped cleanly");
