@@ -1,0 +1,1374 @@
+/*
+ * test_queue — the durable queue (queue/queue.c).
+ *
+ * Every test gets a fresh directory under $TMPDIR (or /tmp), removed after.
+ * Threads other than cmocka's never call cmocka asserts: they count problems
+ * in atomics that the test thread checks. Child processes (readonly open,
+ * crash) report by exit status and pipes, and leave with _exit. LMDB forbids
+ * opening one store twice in a process, so a second opener is always a
+ * forked child; the parent has no store open while a crash child writes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <lmdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "queue/queue.h"
+
+#define MIB (1024ull * 1024ull)
+
+struct fx {
+    char dir[512];
+};
+
+/* ------------------------------------------------------------------------ */
+/* Helpers                                                                   */
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof *f);
+    const char *tmp = getenv("TMPDIR");
+    snprintf(f->dir, sizeof f->dir, "%s/mlc-queue-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(f->dir)) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* The store lives in a subdirectory, so queue_open's mkdir -p is exercised. */
+static void store_path(const struct fx *f, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/q/store", f->dir);
+}
+
+static struct queue *open_q(const struct fx *f, uint64_t quota, uint64_t map, int ro)
+{
+    char path[600], err[256] = "";
+    store_path(f, path, sizeof path);
+    struct queue_opts o = { .path = path, .max_size_bytes = quota, .readonly = ro,
+                            .map_size_bytes = map };
+    struct queue *q = queue_open(&o, err, sizeof err);
+    if (!q)
+        print_error("queue_open: %s\n", err);
+    return q;
+}
+
+/* Deterministic XML of about `size` bytes that names its DOCNUM. */
+static char *make_xml(const char *docnum, size_t size, size_t *len)
+{
+    char head[128];
+    int h = snprintf(head, sizeof head,
+                     "<?xml version=\"1.0\"?><IDOC BEGIN=\"1\"><DOCNUM>%s</DOCNUM><PAD>",
+                     docnum);
+    const char *tail = "</PAD></IDOC>";
+    size_t t = strlen(tail), n = size > (size_t)h + t ? size : (size_t)h + t;
+    char *x = malloc(n + 1);
+    memcpy(x, head, (size_t)h);
+    for (size_t i = (size_t)h; i < n - t; i++)
+        x[i] = (char)('a' + (i * 7 + strlen(docnum)) % 26);
+    memcpy(x + n - t, tail, t + 1);
+    *len = n;
+    return x;
+}
+
+/* One item with owned strings (docnum and xml), freed by item_free. */
+static void item_init(struct queue_item *it, const char *sndprn, const char *docnum,
+                      size_t xml_size, int state)
+{
+    memset(it, 0, sizeof *it);
+    it->mandt = "100";
+    it->sndprn = sndprn;
+    it->docnum = strdup(docnum);
+    it->mestyp = "CREMAS";
+    it->idoctyp = "CREMAS05";
+    it->cimtyp = "";
+    it->credat = "20240131";
+    it->cretim = "235959";
+    it->keys = "vendor:0000100003 contact:0000152955";
+    it->xml = make_xml(docnum, xml_size, &it->xml_len);
+    it->state = state;
+}
+
+static void item_free(struct queue_item *it)
+{
+    free((char *)it->docnum);
+    free((char *)it->xml);
+}
+
+static int append1(struct queue *q, const char *docnum, size_t xml_size, int state,
+                   uint64_t *seq, int *dup)
+{
+    struct queue_item it;
+    char err[256] = "";
+    item_init(&it, "SAPECC", docnum, xml_size, state);
+    int rc = queue_append(q, &it, 1, NULL, err, sizeof err);
+    if (rc != QUEUE_OK)
+        print_message("append %s: %s\n", docnum, err);
+    if (seq)
+        *seq = it.seq;
+    if (dup)
+        *dup = it.duplicate;
+    item_free(&it);
+    return rc;
+}
+
+struct counter {
+    int state;
+    uint64_t n, last, bad;
+};
+
+static int count_cb(const struct queue_record *r, void *ud)
+{
+    struct counter *c = ud;
+    c->n++;
+    if ((c->state >= 0 && r->state != c->state) || r->seq <= c->last || r->xml)
+        c->bad++;
+    c->last = r->seq;
+    return 0;
+}
+
+static uint64_t list_count(struct queue *q, int state)
+{
+    struct counter c = { .state = state };
+    char err[256];
+    assert_int_equal(queue_list(q, state, 0, 0, count_cb, &c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c.bad, 0);
+    return c.n;
+}
+
+/* Invariants: count.<s> == bystate contents (listing by state), and their
+ * sum == records (listing rec), all in seq order. */
+static void assert_consistent(struct queue *q)
+{
+    struct queue_stats st;
+    char err[256];
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    uint64_t total = 0;
+    for (int s = 0; s < QUEUE_NSTATES; s++) {
+        uint64_t n = list_count(q, s);
+        if (n != st.count[s])
+            print_error("state %s: listed %llu, count %llu\n", queue_state_name(s),
+                        (unsigned long long)n, (unsigned long long)st.count[s]);
+        assert_int_equal(n, st.count[s]);
+        total += n;
+    }
+    assert_int_equal(list_count(q, -1), total);
+}
+
+struct done_rec {
+    _Atomic int calls;
+};
+
+static void done_count(struct queue_batch *b, void *ud)
+{
+    (void)b;
+    struct done_rec *d = ud;
+    atomic_fetch_add(&d->calls, 1);
+}
+
+static void wait_calls(struct done_rec *d, int n)
+{
+    for (int i = 0; i < 20000 && atomic_load(&d->calls) < n; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&d->calls), n);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Basics                                                                    */
+
+static void test_state_names(void **state)
+{
+    (void)state;
+    for (int s = 0; s < QUEUE_NSTATES; s++)
+        assert_int_equal(queue_state_parse(queue_state_name(s)), s);
+    assert_string_equal(queue_state_name(QUEUE_FAILED), "failed");
+    assert_int_equal(queue_state_parse("nope"), -1);
+    assert_int_equal(queue_state_parse(NULL), -1);
+}
+
+static void test_append_readback(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+
+    struct queue_item it;
+    item_init(&it, "SAPECC", "0000000000123456", 6371, QUEUE_PENDING);
+    it.cimtyp = "ZCREMAS";
+    int64_t before = (int64_t)time(NULL) * 1000 - 1000;
+    size_t ndup = 99;
+    assert_int_equal(queue_append(q, &it, 1, &ndup, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ndup, 0);
+    assert_int_equal(it.seq, 1);
+    assert_int_equal(it.duplicate, 0);
+
+    struct queue_record *r;
+    assert_int_equal(queue_get(q, it.seq, 1, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->seq, 1);
+    assert_int_equal(r->state, QUEUE_PENDING);
+    assert_int_equal(r->attempts, 0);
+    assert_true(r->received_ms >= before);
+    assert_int_equal(r->updated_ms, r->received_ms);
+    assert_int_equal(r->next_attempt_ms, 0);
+    assert_string_equal(r->mandt, "100");
+    assert_string_equal(r->sndprn, "SAPECC");
+    assert_string_equal(r->docnum, "0000000000123456");
+    assert_string_equal(r->mestyp, "CREMAS");
+    assert_string_equal(r->idoctyp, "CREMAS05");
+    assert_string_equal(r->cimtyp, "ZCREMAS");
+    assert_string_equal(r->credat, "20240131");
+    assert_string_equal(r->cretim, "235959");
+    assert_string_equal(r->keys, "vendor:0000100003 contact:0000152955");
+    assert_string_equal(r->error, "");
+    assert_int_equal(r->xml_len, it.xml_len);
+    assert_memory_equal(r->xml, it.xml, it.xml_len);
+    assert_int_equal(r->xml[r->xml_len], '\0');
+    queue_record_free(r);
+
+    assert_int_equal(queue_get(q, it.seq, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_null(r->xml);
+    assert_int_equal(r->xml_len, it.xml_len);
+    queue_record_free(r);
+    item_free(&it);
+
+    /* NULL strings are stored as "", an empty XML is allowed. */
+    struct queue_item e = { .docnum = "77", .state = QUEUE_IGNORED };
+    assert_int_equal(queue_append(q, &e, 1, NULL, err, sizeof err), QUEUE_OK);
+    assert_int_equal(e.seq, 2);
+    assert_int_equal(queue_get(q, 2, 1, &r, err, sizeof err), QUEUE_OK);
+    assert_string_equal(r->mandt, "");
+    assert_string_equal(r->keys, "");
+    assert_int_equal(r->state, QUEUE_IGNORED);
+    assert_int_equal(r->xml_len, 0);
+    assert_string_equal(r->xml, "");
+    queue_record_free(r);
+
+    /* seq only grows. */
+    uint64_t prev = 2, seq;
+    for (int i = 0; i < 20; i++) {
+        char d[32];
+        snprintf(d, sizeof d, "S%04d", i);
+        assert_int_equal(append1(q, d, 100 + (size_t)i * 300, QUEUE_PENDING, &seq, NULL),
+                         QUEUE_OK);
+        assert_true(seq > prev);
+        prev = seq;
+    }
+    uint64_t found;
+    assert_int_equal(queue_find(q, "100", "SAPECC", "S0007", &found, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(found, 10);
+    assert_int_equal(queue_find(q, "100", "OTHER", "S0007", &found, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_get(q, 999, 0, &r, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_non_null(strstr(err, "999"));
+
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], 21);
+    assert_int_equal(st.count[QUEUE_IGNORED], 1);
+    assert_int_equal(st.next_seq, 23);
+    assert_int_equal(st.quota_bytes, 64 * MIB);
+    assert_true(st.map_bytes >= 2 * 64 * MIB);
+    assert_true(st.used_bytes > 0 && st.used_bytes < st.quota_bytes);
+    assert_int_equal(queue_over_quota(q), 0);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+static void test_invalid(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    struct queue_item it = { .mandt = "100", .docnum = "", .state = QUEUE_PENDING };
+    assert_int_equal(queue_append(q, &it, 1, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_non_null(strstr(err, "DOCNUM"));
+    it.docnum = "1\x1f" "2";
+    assert_int_equal(queue_append(q, &it, 1, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    it.docnum = "12";
+    it.state = QUEUE_FAILED;
+    assert_int_equal(queue_append(q, &it, 1, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    it.state = QUEUE_PENDING;
+    it.xml_len = 5; /* without xml */
+    assert_int_equal(queue_append(q, &it, 1, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    it.xml_len = 0;
+    char longkey[600];
+    memset(longkey, '9', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    it.docnum = longkey;
+    assert_int_equal(queue_append(q, &it, 1, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_append(q, &it, 0, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    struct queue_batch b = { .items = &it, .nitems = 1 }; /* no done */
+    it.docnum = "12";
+    assert_int_equal(queue_submit(q, &b), QUEUE_ERR_INVALID);
+
+    /* A batch with one bad item stores nothing. */
+    struct queue_item two[2] = {
+        { .docnum = "OK1", .state = QUEUE_PENDING },
+        { .docnum = "", .state = QUEUE_PENDING },
+    };
+    assert_int_equal(queue_append(q, two, 2, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.next_seq, 1);
+    assert_int_equal(st.count[QUEUE_PENDING], 0);
+
+    size_t changed;
+    assert_int_equal(queue_set_state(q, NULL, 0, -1, 99, &changed, err, sizeof err),
+                     QUEUE_ERR_INVALID);
+    assert_int_equal(queue_move_all(q, QUEUE_FAILED, -1, &changed, err, sizeof err),
+                     QUEUE_ERR_INVALID);
+    queue_close(q);
+
+    struct queue_opts o = { .path = f->dir, .max_size_bytes = 0 };
+    assert_null(queue_open(&o, err, sizeof err));
+    assert_non_null(strstr(err, "max_size_bytes"));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Dedupe                                                                    */
+
+static void test_dedupe(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    uint64_t s1, s2;
+    int dup;
+
+    /* Across batches. */
+    assert_int_equal(append1(q, "D1", 500, QUEUE_PENDING, &s1, &dup), QUEUE_OK);
+    assert_int_equal(dup, 0);
+    uint64_t commits = queue_commit_count(q);
+    assert_int_equal(append1(q, "D1", 500, QUEUE_PENDING, &s2, &dup), QUEUE_OK);
+    assert_int_equal(dup, 1);
+    assert_int_equal(s2, s1);
+    /* A batch of duplicates only has nothing to make durable. */
+    assert_int_equal(queue_commit_count(q), commits);
+
+    /* Same DOCNUM from another partner or client is another IDoc. */
+    struct queue_item other;
+    item_init(&other, "OTHERSYS", "D1", 100, QUEUE_PENDING);
+    assert_int_equal(queue_append(q, &other, 1, NULL, err, sizeof err), QUEUE_OK);
+    assert_int_equal(other.duplicate, 0);
+    assert_true(other.seq != s1);
+    item_free(&other);
+
+    /* Inside one batch: D2, D2, D3, D1 -> 2 new, 2 duplicates. */
+    struct queue_item b[4];
+    item_init(&b[0], "SAPECC", "D2", 300, QUEUE_PENDING);
+    item_init(&b[1], "SAPECC", "D2", 300, QUEUE_PENDING);
+    item_init(&b[2], "SAPECC", "D3", 300, QUEUE_PENDING);
+    item_init(&b[3], "SAPECC", "D1", 300, QUEUE_PENDING);
+    size_t ndup;
+    assert_int_equal(queue_append(q, b, 4, &ndup, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ndup, 2);
+    assert_int_equal(b[0].duplicate, 0);
+    assert_int_equal(b[1].duplicate, 1);
+    assert_int_equal(b[1].seq, b[0].seq);
+    assert_int_equal(b[2].duplicate, 0);
+    assert_int_equal(b[3].duplicate, 1);
+    assert_int_equal(b[3].seq, s1);
+    for (int i = 0; i < 4; i++)
+        item_free(&b[i]);
+
+    /* Inside one group commit: batch A has D4, batch B has D4 and D5. */
+    struct queue_item a1, b1[2];
+    item_init(&a1, "SAPECC", "D4", 300, QUEUE_PENDING);
+    item_init(&b1[0], "SAPECC", "D4", 300, QUEUE_PENDING);
+    item_init(&b1[1], "SAPECC", "D5", 300, QUEUE_PENDING);
+    struct done_rec d = { 0 };
+    struct queue_batch ba = { .items = &a1, .nitems = 1, .done = done_count, .ud = &d };
+    struct queue_batch bb = { .items = b1, .nitems = 2, .done = done_count, .ud = &d };
+    commits = queue_commit_count(q);
+    queue_hold(q, 1);
+    assert_int_equal(queue_submit(q, &ba), QUEUE_OK);
+    assert_int_equal(queue_submit(q, &bb), QUEUE_OK);
+    queue_hold(q, 0);
+    wait_calls(&d, 2);
+    assert_int_equal(queue_commit_count(q), commits + 1);
+    assert_int_equal(ba.status, QUEUE_OK);
+    assert_int_equal(bb.status, QUEUE_OK);
+    assert_int_equal(ba.nnew, 1);
+    assert_int_equal(bb.nnew, 1);
+    assert_int_equal(bb.ndup, 1);
+    assert_int_equal(b1[0].duplicate, 1);
+    assert_int_equal(b1[0].seq, a1.seq);
+    assert_int_equal(b1[1].seq, a1.seq + 1);
+    item_free(&a1);
+    item_free(&b1[0]);
+    item_free(&b1[1]);
+
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], 6); /* D1, D1@OTHER, D2, D3, D4, D5 */
+    assert_consistent(q);
+    queue_close(q);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Listing and state changes                                                 */
+
+struct collect {
+    uint64_t seqs[64];
+    size_t n;
+    size_t stop_after;
+};
+
+static int collect_cb(const struct queue_record *r, void *ud)
+{
+    struct collect *c = ud;
+    if (c->n < 64)
+        c->seqs[c->n++] = r->seq;
+    return c->stop_after && c->n >= c->stop_after;
+}
+
+static void test_list(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    /* seq 1..30; every third (3, 6, ...) ignored. */
+    for (int i = 1; i <= 30; i++) {
+        char d[16];
+        snprintf(d, sizeof d, "L%02d", i);
+        assert_int_equal(append1(q, d, 200, i % 3 == 0 ? QUEUE_IGNORED : QUEUE_PENDING,
+                                 NULL, NULL), QUEUE_OK);
+    }
+    struct collect c = { 0 };
+    assert_int_equal(queue_list(q, QUEUE_PENDING, 0, 0, collect_cb, &c, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(c.n, 20);
+    assert_int_equal(c.seqs[0], 1);
+    assert_int_equal(c.seqs[2], 4);
+
+    c = (struct collect){ 0 };
+    assert_int_equal(queue_list(q, QUEUE_PENDING, 10, 5, collect_cb, &c, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(c.n, 5);
+    uint64_t want[] = { 11, 13, 14, 16, 17 };
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(c.seqs[i], want[i]);
+
+    c = (struct collect){ 0 };
+    assert_int_equal(queue_list(q, QUEUE_IGNORED, 0, 0, collect_cb, &c, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(c.n, 10);
+    assert_int_equal(c.seqs[9], 30);
+
+    c = (struct collect){ 0 };
+    assert_int_equal(queue_list(q, -1, 25, 0, collect_cb, &c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c.n, 5);
+    assert_int_equal(c.seqs[0], 26);
+
+    c = (struct collect){ .stop_after = 3 };
+    assert_int_equal(queue_list(q, -1, 0, 0, collect_cb, &c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c.n, 3);
+
+    c = (struct collect){ 0 };
+    assert_int_equal(queue_list(q, QUEUE_FAILED, 0, 0, collect_cb, &c, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(c.n, 0);
+    assert_int_equal(queue_list(q, -1, UINT64_MAX, 0, collect_cb, &c, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(c.n, 0);
+    queue_close(q);
+}
+
+static void test_state_changes(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    size_t changed;
+    for (int i = 1; i <= 25; i++) {
+        char d[16];
+        snprintf(d, sizeof d, "T%02d", i);
+        assert_int_equal(append1(q, d, 3000, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    }
+    /* Claim 1..10 for delivery. */
+    uint64_t claim[10];
+    for (int i = 0; i < 10; i++)
+        claim[i] = (uint64_t)i + 1;
+    assert_int_equal(queue_set_state(q, claim, 10, QUEUE_PENDING, QUEUE_INFLIGHT, &changed,
+                                     err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 10);
+    /* Again: they are no longer pending, nothing moves. */
+    uint64_t commits = queue_commit_count(q);
+    assert_int_equal(queue_set_state(q, claim, 10, QUEUE_PENDING, QUEUE_INFLIGHT, &changed,
+                                     err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 0);
+    assert_int_equal(queue_commit_count(q), commits);
+    assert_consistent(q);
+
+    /* Outcomes: 1-4 delivered, 5-7 failed with an error, 8-10 retry later. */
+    struct queue_change ch[10];
+    for (int i = 0; i < 10; i++) {
+        ch[i] = (struct queue_change){ .seq = claim[i], .from_state = QUEUE_INFLIGHT,
+                                       .next_attempt_ms = -1 };
+        if (i < 4) {
+            ch[i].to_state = QUEUE_DELIVERED;
+        } else if (i < 7) {
+            ch[i].to_state = QUEUE_FAILED;
+            ch[i].add_attempts = 1;
+            ch[i].error = "0x80040237: A record with matching key values already exists";
+        } else {
+            ch[i].to_state = QUEUE_PENDING;
+            ch[i].add_attempts = 1;
+            ch[i].next_attempt_ms = 4102444800000;
+            ch[i].error = "503 Service Unavailable";
+        }
+    }
+    assert_int_equal(queue_update(q, ch, 10, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 10);
+    struct queue_record *r;
+    assert_int_equal(queue_get(q, 6, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->state, QUEUE_FAILED);
+    assert_int_equal(r->attempts, 1);
+    assert_string_equal(r->error, ch[5].error);
+    assert_true(r->updated_ms >= r->received_ms);
+    queue_record_free(r);
+    assert_int_equal(queue_get(q, 9, 1, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->state, QUEUE_PENDING);
+    assert_int_equal(r->next_attempt_ms, 4102444800000);
+    assert_int_equal(r->attempts, 1);
+    assert_non_null(strstr(r->xml, "<DOCNUM>T09</DOCNUM>")); /* payload untouched */
+    queue_record_free(r);
+
+    /* A second failure: attempts accumulate, a long error is cut. */
+    char longerr[3000];
+    memset(longerr, 'e', sizeof longerr - 1);
+    longerr[sizeof longerr - 1] = '\0';
+    struct queue_change again = { .seq = 6, .from_state = QUEUE_FAILED,
+                                  .to_state = QUEUE_FAILED, .add_attempts = 1,
+                                  .next_attempt_ms = -1, .error = longerr };
+    assert_int_equal(queue_update(q, &again, 1, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 1);
+    assert_int_equal(queue_get(q, 6, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->attempts, 2);
+    assert_int_equal(strlen(r->error), 1024);
+    queue_record_free(r);
+
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], 18);
+    assert_int_equal(st.count[QUEUE_INFLIGHT], 0);
+    assert_int_equal(st.count[QUEUE_DELIVERED], 4);
+    assert_int_equal(st.count[QUEUE_FAILED], 3);
+    assert_consistent(q);
+
+    /* Unknown seq: the whole call fails and nothing moves. */
+    uint64_t mixed[] = { 1, 999 };
+    assert_int_equal(queue_set_state(q, mixed, 2, -1, QUEUE_IGNORED, &changed, err,
+                                     sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_non_null(strstr(err, "999"));
+    assert_int_equal(queue_get(q, 1, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->state, QUEUE_DELIVERED);
+    queue_record_free(r);
+
+    /* Replay one failed record by seq: reset attempts, error, next attempt. */
+    uint64_t five = 5;
+    assert_int_equal(queue_set_state(q, &five, 1, QUEUE_FAILED, QUEUE_PENDING, &changed,
+                                     err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 1);
+    assert_int_equal(queue_get(q, 5, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->state, QUEUE_PENDING);
+    assert_int_equal(r->attempts, 0);
+    assert_string_equal(r->error, "");
+    assert_int_equal(r->next_attempt_ms, 0);
+    queue_record_free(r);
+
+    /* Replay --failed: the rest (6, 7). */
+    assert_int_equal(queue_move_all(q, QUEUE_FAILED, QUEUE_PENDING, &changed, err,
+                                    sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 2);
+    assert_int_equal(queue_get(q, 6, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->attempts, 0);
+    assert_string_equal(r->error, "");
+    queue_record_free(r);
+    assert_int_equal(queue_move_all(q, QUEUE_FAILED, QUEUE_PENDING, &changed, err,
+                                    sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 0);
+
+    /* Start-up recovery: inflight -> pending. */
+    assert_int_equal(queue_move_all(q, QUEUE_PENDING, QUEUE_INFLIGHT, &changed, err,
+                                    sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 21);
+    assert_int_equal(queue_move_all(q, QUEUE_INFLIGHT, QUEUE_PENDING, &changed, err,
+                                    sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 21);
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], 21);
+    assert_int_equal(st.count[QUEUE_DELIVERED], 4);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Quota and failing batches                                                 */
+
+static void test_quota(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 4 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    assert_int_equal(append1(q, "Q0", 6000, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+
+    /* 3 x 2 MiB cannot fit in 4 MiB: refused, none of it stored. */
+    struct queue_item big[3];
+    item_init(&big[0], "SAPECC", "QB0", 2 * MIB, QUEUE_PENDING);
+    item_init(&big[1], "SAPECC", "QB1", 2 * MIB, QUEUE_PENDING);
+    item_init(&big[2], "SAPECC", "QB2", 2 * MIB, QUEUE_PENDING);
+    struct queue_stats before, after;
+    assert_int_equal(queue_stats(q, &before, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_append(q, big, 3, NULL, err, sizeof err), QUEUE_ERR_QUOTA);
+    assert_non_null(strstr(err, "queue over quota: "));
+    assert_non_null(strstr(err, " MiB used of 4 MiB"));
+    for (int i = 0; i < 3; i++) {
+        uint64_t seq;
+        assert_int_equal(big[i].seq, 0);
+        assert_int_equal(queue_find(q, "100", "SAPECC", big[i].docnum, &seq, err, sizeof err),
+                         QUEUE_ERR_NOTFOUND);
+        item_free(&big[i]);
+    }
+    assert_int_equal(queue_stats(q, &after, err, sizeof err), QUEUE_OK);
+    assert_int_equal(after.next_seq, before.next_seq);
+    assert_memory_equal(after.count, before.count, sizeof after.count);
+
+    /* Still usable: small appends fit; fill up until the quota refuses. */
+    int n = 0, rc;
+    do {
+        char d[16];
+        snprintf(d, sizeof d, "QF%04d", n++);
+        rc = append1(q, d, 64 * 1024, QUEUE_PENDING, NULL, NULL);
+    } while (rc == QUEUE_OK && n < 1000);
+    assert_int_equal(rc, QUEUE_ERR_QUOTA);
+    assert_true(n > 20);
+    assert_int_equal(queue_stats(q, &after, err, sizeof err), QUEUE_OK);
+    assert_true(after.used_bytes <= 4 * MIB);
+    assert_int_equal(after.count[QUEUE_PENDING], (uint64_t)n); /* Q0 + n-1 fills */
+    assert_consistent(q);
+    /* Reads and state changes still work at the limit. */
+    size_t changed;
+    assert_int_equal(queue_move_all(q, QUEUE_PENDING, QUEUE_DELIVERED, &changed, err,
+                                    sizeof err), QUEUE_OK);
+    assert_int_equal(changed, (size_t)n);
+    /* A resend is acknowledged even though nothing new fits. */
+    uint64_t seq;
+    int dup;
+    assert_int_equal(append1(q, "Q0", 6000, QUEUE_PENDING, &seq, &dup), QUEUE_OK);
+    assert_int_equal(dup, 1);
+    assert_int_equal(seq, 1);
+    queue_close(q);
+
+    /* Reopened with a lower quota it is over it at once (for /readyz). */
+    q = open_q(f, 1 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_over_quota(q), 1);
+    assert_int_equal(append1(q, "QX", 100, QUEUE_PENDING, NULL, NULL), QUEUE_ERR_QUOTA);
+    assert_int_equal(append1(q, "QF0003", 64 * 1024, QUEUE_PENDING, NULL, &dup), QUEUE_OK);
+    assert_int_equal(dup, 1);
+    assert_consistent(q);
+    queue_close(q);
+
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_over_quota(q), 0);
+    assert_int_equal(append1(q, "QX", 100, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    queue_close(q);
+}
+
+/* Submit `nsmall` one-item batches around one huge batch as ONE group (held),
+ * with a duplicate across two small batches. Returns commits used. */
+static uint64_t group_with_bad_batch(struct queue *q, size_t huge, const char *tag,
+                                     int *bad_status, char *bad_err, size_t errlen)
+{
+    enum { NSMALL = 6 };
+    struct queue_item small[NSMALL], bigi;
+    struct queue_batch b[NSMALL + 1];
+    struct done_rec d = { 0 };
+    char doc[32];
+    for (int i = 0; i < NSMALL; i++) {
+        /* batch 4 resends batch 1's DOCNUM */
+        snprintf(doc, sizeof doc, "%s-S%d", tag, i == 4 ? 1 : i);
+        item_init(&small[i], "SAPECC", doc, 6000, QUEUE_PENDING);
+    }
+    snprintf(doc, sizeof doc, "%s-BIG", tag);
+    item_init(&bigi, "SAPECC", doc, huge, QUEUE_PENDING);
+    uint64_t commits = queue_commit_count(q);
+    queue_hold(q, 1);
+    for (int i = 0, k = 0; i <= NSMALL; i++) {
+        struct queue_item *it = i == 3 ? &bigi : &small[k++];
+        b[i] = (struct queue_batch){ .items = it, .nitems = 1, .done = done_count, .ud = &d };
+        assert_int_equal(queue_submit(q, &b[i]), QUEUE_OK);
+    }
+    queue_hold(q, 0);
+    wait_calls(&d, NSMALL + 1);
+    for (int i = 0; i <= NSMALL; i++) {
+        if (i == 3)
+            continue;
+        assert_int_equal(b[i].status, QUEUE_OK);
+        assert_true(b[i].items[0].seq > 0);
+    }
+    /* batch index 5 holds small[4], the resend of small[1] (batch index 1) */
+    assert_int_equal(small[4].duplicate, 1);
+    assert_int_equal(small[4].seq, small[1].seq);
+    *bad_status = b[3].status;
+    snprintf(bad_err, errlen, "%s", b[3].err);
+    assert_int_equal(bigi.seq, 0);
+    uint64_t seq;
+    char err[256];
+    assert_int_equal(queue_find(q, "100", "SAPECC", bigi.docnum, &seq, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    for (int i = 0; i < NSMALL; i++)
+        item_free(&small[i]);
+    item_free(&bigi);
+    return queue_commit_count(q) - commits;
+}
+
+static void test_group_quota_neighbours(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 8 * MIB, 0, 0);
+    assert_non_null(q);
+    int status;
+    char err[256];
+    /* The quota refuses the big batch before it writes: one shared commit. */
+    uint64_t commits = group_with_bad_batch(q, 16 * MIB, "GQ", &status, err, sizeof err);
+    assert_int_equal(status, QUEUE_ERR_QUOTA);
+    assert_non_null(strstr(err, "queue over quota: "));
+    assert_int_equal(commits, 1);
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], 5);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+static void test_group_mapfull_neighbours(void **state)
+{
+    struct fx *f = *state;
+    /* A generous quota but a 3 MiB map: the big batch passes the quota check
+     * and hits MDB_MAP_FULL while writing. The shared txn is aborted and the
+     * group redone batch by batch: only the big one fails. */
+    struct queue *q = open_q(f, 1024 * MIB, 3 * MIB, 0);
+    assert_non_null(q);
+    int status;
+    char err[256];
+    uint64_t commits = group_with_bad_batch(q, 6 * MIB, "GM", &status, err, sizeof err);
+    assert_int_equal(status, QUEUE_ERR_QUOTA);
+    assert_non_null(strstr(err, "map full"));
+    assert_int_equal(commits, 5); /* the small batches, one txn each; the dup needs none */
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], 5);
+    assert_consistent(q);
+    /* A single batch hitting the map limit alone. */
+    assert_int_equal(append1(q, "GM-ALONE", 6 * MIB, QUEUE_PENDING, NULL, NULL),
+                     QUEUE_ERR_QUOTA);
+    assert_int_equal(append1(q, "GM-AFTER", 1000, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Group commit under concurrency                                            */
+
+enum { GC_THREADS = 8, GC_PER_THREAD = 500, GC_XML = 6371 };
+
+struct gc_arg {
+    struct queue *q;
+    int id;
+    _Atomic int *errors;
+};
+
+static void *gc_thread(void *p)
+{
+    struct gc_arg *a = p;
+    char doc[32], err[256];
+    size_t xl;
+    char *xml = make_xml("GCPAYLOAD", GC_XML, &xl);
+    for (int i = 0; i < GC_PER_THREAD; i++) {
+        snprintf(doc, sizeof doc, "G%d-%05d", a->id, i);
+        struct queue_item it = { .mandt = "100", .sndprn = "SAPECC", .docnum = doc,
+                                 .mestyp = "ORDERS", .idoctyp = "ORDERS05",
+                                 .keys = "purchase_order:4500000001", .xml = xml,
+                                 .xml_len = xl, .state = QUEUE_PENDING };
+        if (queue_append(a->q, &it, 1, NULL, err, sizeof err) != QUEUE_OK || it.duplicate)
+            atomic_fetch_add(a->errors, 1);
+    }
+    free(xml);
+    return NULL;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_group_commit_groups(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 256 * MIB, 0, 0);
+    assert_non_null(q);
+    _Atomic int errors = 0;
+    pthread_t th[GC_THREADS];
+    struct gc_arg args[GC_THREADS];
+    uint64_t c0 = queue_commit_count(q);
+    double t0 = mono_s();
+    for (int i = 0; i < GC_THREADS; i++) {
+        args[i] = (struct gc_arg){ .q = q, .id = i, .errors = &errors };
+        assert_int_equal(pthread_create(&th[i], NULL, gc_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < GC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    double dt = mono_s() - t0;
+    uint64_t commits = queue_commit_count(q) - c0;
+    const uint64_t appends = GC_THREADS * GC_PER_THREAD;
+    print_message("group commit: %llu appends of %d B from %d threads in %.3f s "
+                  "= %.0f appends/s, %llu commits (%.1f appends/commit)\n",
+                  (unsigned long long)appends, GC_XML, GC_THREADS, dt, (double)appends / dt,
+                  (unsigned long long)commits, (double)appends / (double)commits);
+    assert_int_equal(atomic_load(&errors), 0);
+    assert_true(commits < appends / 4);
+    struct queue_stats st;
+    char err[256];
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], appends);
+    assert_int_equal(st.next_seq, appends + 1);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+/* queue_close lets the committer finish what was submitted. */
+static void test_close_drains(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    struct queue_item it[3];
+    struct queue_batch b[3];
+    struct done_rec d = { 0 };
+    queue_hold(q, 1);
+    for (int i = 0; i < 3; i++) {
+        char doc[16];
+        snprintf(doc, sizeof doc, "CD%d", i);
+        item_init(&it[i], "SAPECC", doc, 1000, QUEUE_PENDING);
+        b[i] = (struct queue_batch){ .items = &it[i], .nitems = 1, .done = done_count, .ud = &d };
+        assert_int_equal(queue_submit(q, &b[i]), QUEUE_OK);
+    }
+    queue_close(q); /* releases the hold, drains, joins */
+    assert_int_equal(atomic_load(&d.calls), 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(b[i].status, QUEUE_OK);
+
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    for (int i = 0; i < 3; i++) {
+        uint64_t seq;
+        char err[256];
+        assert_int_equal(queue_find(q, "100", "SAPECC", it[i].docnum, &seq, err, sizeof err),
+                         QUEUE_OK);
+        assert_int_equal(seq, it[i].seq);
+        item_free(&it[i]);
+    }
+    queue_close(q);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Persistence, readonly, version                                            */
+
+static void test_reopen_persists(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    size_t changed;
+    for (int i = 1; i <= 40; i++) {
+        char d[16];
+        snprintf(d, sizeof d, "P%02d", i);
+        assert_int_equal(append1(q, d, (size_t)i * 500, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    }
+    uint64_t some[] = { 3, 4, 5 };
+    assert_int_equal(queue_set_state(q, some, 3, -1, QUEUE_FAILED, &changed, err, sizeof err),
+                     QUEUE_OK);
+    struct queue_change c = { .seq = 7, .from_state = -1, .to_state = QUEUE_DELIVERED,
+                              .add_attempts = 2, .next_attempt_ms = 12345, .error = "x" };
+    assert_int_equal(queue_update(q, &c, 1, &changed, err, sizeof err), QUEUE_OK);
+    struct queue_stats st1, st2;
+    assert_int_equal(queue_stats(q, &st1, err, sizeof err), QUEUE_OK);
+    queue_close(q);
+
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_stats(q, &st2, err, sizeof err), QUEUE_OK);
+    assert_memory_equal(st1.count, st2.count, sizeof st1.count);
+    assert_int_equal(st2.next_seq, 41);
+    for (uint64_t s = 1; s <= 40; s++) {
+        struct queue_record *r;
+        char d[16];
+        snprintf(d, sizeof d, "P%02llu", (unsigned long long)s);
+        assert_int_equal(queue_get(q, s, 1, &r, err, sizeof err), QUEUE_OK);
+        assert_string_equal(r->docnum, d);
+        size_t xl;
+        char *x = make_xml(d, (size_t)s * 500, &xl);
+        assert_int_equal(r->xml_len, xl);
+        assert_memory_equal(r->xml, x, xl);
+        free(x);
+        if (s == 7) {
+            assert_int_equal(r->state, QUEUE_DELIVERED);
+            assert_int_equal(r->attempts, 2);
+            assert_int_equal(r->next_attempt_ms, 12345);
+            assert_string_equal(r->error, "x");
+        }
+        queue_record_free(r);
+    }
+    /* Sequence continues after the old ones, dedupe survived. */
+    uint64_t seq;
+    int dup;
+    assert_int_equal(append1(q, "P01", 10, QUEUE_PENDING, &seq, &dup), QUEUE_OK);
+    assert_int_equal(dup, 1);
+    assert_int_equal(seq, 1);
+    assert_int_equal(append1(q, "P41", 10, QUEUE_PENDING, &seq, &dup), QUEUE_OK);
+    assert_int_equal(seq, 41);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+static void test_readonly(void **state)
+{
+    struct fx *f = *state;
+    char path[600], err[256];
+    store_path(f, path, sizeof path);
+
+    /* No store yet: a readonly open says so and creates nothing. */
+    struct queue_opts ro = { .path = path, .readonly = 1 };
+    struct queue *q;
+    assert_int_equal(queue_open_ex(&ro, &q, err, sizeof err), QUEUE_ERR_STORAGE);
+    assert_null(q);
+    assert_non_null(strstr(err, "no queue at"));
+    assert_int_equal(access(path, F_OK), -1);
+
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    for (int i = 0; i < 12; i++) {
+        char d[16];
+        snprintf(d, sizeof d, "R%02d", i);
+        assert_int_equal(append1(q, d, 2000, i < 2 ? QUEUE_IGNORED : QUEUE_PENDING, NULL,
+                                 NULL), QUEUE_OK);
+    }
+    /* `ml-connector queue stats` beside `serve`: another process opens the
+     * store readonly while this one has it open read-write. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct queue *r = queue_open(&ro, err, sizeof err);
+        if (!r)
+            _exit(10);
+        struct queue_stats st;
+        if (queue_stats(r, &st, err, sizeof err) != QUEUE_OK)
+            _exit(11);
+        if (st.count[QUEUE_PENDING] != 10 || st.count[QUEUE_IGNORED] != 2 || st.next_seq != 13)
+            _exit(12);
+        struct counter c = { .state = QUEUE_PENDING };
+        if (queue_list(r, QUEUE_PENDING, 0, 0, count_cb, &c, err, sizeof err) != QUEUE_OK ||
+            c.n != 10 || c.bad)
+            _exit(13);
+        struct queue_record *rec;
+        if (queue_get(r, 5, 1, &rec, err, sizeof err) != QUEUE_OK || !strstr(rec->xml, "R04"))
+            _exit(14);
+        queue_record_free(rec);
+        struct queue_item it = { .docnum = "X", .state = QUEUE_PENDING };
+        if (queue_append(r, &it, 1, NULL, err, sizeof err) != QUEUE_ERR_INVALID)
+            _exit(15);
+        size_t ch;
+        if (queue_move_all(r, QUEUE_PENDING, QUEUE_FAILED, &ch, err, sizeof err) ==
+            QUEUE_OK && ch)
+            _exit(16);
+        queue_close(r);
+        _exit(0);
+    }
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(WEXITSTATUS(ws), 0);
+    /* The writer carries on. */
+    assert_int_equal(append1(q, "R99", 100, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+/* Write raw LMDB, as a newer binary or a disk fault would. */
+static void raw_put(const struct fx *f, const char *db, const void *key, size_t klen,
+                    const void *val, size_t vlen)
+{
+    char path[600];
+    store_path(f, path, sizeof path);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_version(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(append1(q, "V1", 100, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    queue_close(q);
+
+    const unsigned char v2[4] = { 0, 0, 0, 2 };
+    raw_put(f, "info", "format", 6, v2, 4);
+
+    char path[600], err[256];
+    store_path(f, path, sizeof path);
+    struct queue_opts o = { .path = path, .max_size_bytes = 64 * MIB };
+    assert_int_equal(queue_open_ex(&o, &q, err, sizeof err), QUEUE_ERR_VERSION);
+    assert_null(q);
+    assert_string_equal(err, "queue format 2 is newer than this binary (1): upgrade ml-connector");
+    o.readonly = 1;
+    assert_int_equal(queue_open_ex(&o, &q, err, sizeof err), QUEUE_ERR_VERSION);
+    assert_null(queue_open(&o, err, sizeof err));
+
+    const unsigned char v1[4] = { 0, 0, 0, 1 };
+    raw_put(f, "info", "format", 6, v1, 4);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    queue_close(q);
+}
+
+/* Decoding checks every length: a damaged record is an error, not a crash. */
+static void test_corrupt_record(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(append1(q, "C1", 100, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "C2", 100, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    struct queue_record *r;
+    char err[256];
+    assert_int_equal(queue_get(q, 2, 0, &r, err, sizeof err), QUEUE_OK);
+    queue_record_free(r);
+    queue_close(q);
+
+    /* seq 2: a valid header whose first string claims 1 GiB. */
+    unsigned char bad[48] = { 1, QUEUE_PENDING };
+    bad[40] = 0x40; /* length 0x40000000 */
+    unsigned char key[8] = { 0, 0, 0, 0, 0, 0, 0, 2 };
+    raw_put(f, "rec", key, 8, bad, sizeof bad);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_get(q, 2, 0, &r, err, sizeof err), QUEUE_ERR_STORAGE);
+    assert_non_null(strstr(err, "record encoding"));
+    assert_int_equal(queue_get(q, 1, 0, &r, err, sizeof err), QUEUE_OK);
+    queue_record_free(r);
+    struct counter c = { .state = -1 };
+    assert_int_equal(queue_list(q, -1, 0, 0, count_cb, &c, err, sizeof err), QUEUE_ERR_STORAGE);
+    queue_close(q);
+
+    /* Truncated below the header, and a newer record encoding. */
+    raw_put(f, "rec", key, 8, bad, 10);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_get(q, 2, 0, &r, err, sizeof err), QUEUE_ERR_STORAGE);
+    queue_close(q);
+    unsigned char newer[48] = { 9, QUEUE_PENDING };
+    raw_put(f, "rec", key, 8, newer, sizeof newer);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_get(q, 2, 0, &r, err, sizeof err), QUEUE_ERR_VERSION);
+    queue_close(q);
+}
+
+/* Another process grows the map past ours (MDB_MAP_RESIZED on our next txn
+ * begin): the queue remaps with mdb_env_set_mapsize(env, 0) and carries on. */
+static void test_map_resized(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 1024 * MIB, 4 * MIB, 0);
+    assert_non_null(q);
+    char err[256], path[600];
+    store_path(f, path, sizeof path);
+    assert_int_equal(append1(q, "M1", 1000, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_true(st.map_bytes <= 4 * MIB);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* No threads here; a scratch DBI the queue's invariants ignore. */
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_dbi dbi;
+        static char blob[8 * 1024 * 1024];
+        if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 8) ||
+            mdb_env_set_mapsize(env, 64 * MIB) || mdb_env_open(env, path, MDB_NOTLS, 0600))
+            _exit(20);
+        if (mdb_txn_begin(env, NULL, 0, &txn) ||
+            mdb_dbi_open(txn, "scratch", MDB_CREATE, &dbi))
+            _exit(21);
+        MDB_val k = { 4, "grow" }, v = { sizeof blob, blob };
+        if (mdb_put(txn, dbi, &k, &v, 0) || mdb_txn_commit(txn))
+            _exit(22);
+        mdb_env_close(env);
+        _exit(0);
+    }
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(WEXITSTATUS(ws), 0);
+
+    /* Write path first (the committer's txn begin), then reads. */
+    assert_int_equal(append1(q, "M2", 1000, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_true(st.map_bytes >= 64 * MIB);
+    assert_int_equal(st.count[QUEUE_PENDING], 2);
+    struct queue_record *r;
+    assert_int_equal(queue_get(q, 2, 1, &r, err, sizeof err), QUEUE_OK);
+    queue_record_free(r);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Crash safety                                                              */
+
+struct ack {
+    uint64_t seq;
+    char docnum[24];
+};
+
+enum { CR_THREADS = 4 };
+
+struct cr_arg {
+    struct queue *q;
+    int round, id, fd;
+};
+
+static void *crash_writer(void *p)
+{
+    struct cr_arg *a = p;
+    char err[256];
+    for (int i = 0;; i++) {
+        /* Batches of 1-3 IDocs; every 4th resends an earlier DOCNUM. */
+        struct queue_item it[3];
+        char docs[3][24];
+        int n = 1 + i % 3;
+        for (int k = 0; k < n; k++) {
+            int num = (k == 2 && i % 4 == 0 && i > 8) ? i - 8 : i;
+            snprintf(docs[k], sizeof docs[k], "K%d-%d-%d-%d", a->round, a->id, num, k % 2);
+            size_t xl;
+            it[k] = (struct queue_item){ .mandt = "100", .sndprn = "SAPECC",
+                                         .docnum = docs[k], .mestyp = "CREMAS",
+                                         .state = QUEUE_PENDING };
+            it[k].xml = make_xml(docs[k], 6000 + (size_t)k * 1000, &xl);
+            it[k].xml_len = xl;
+        }
+        int rc = queue_append(a->q, it, (size_t)n, NULL, err, sizeof err);
+        for (int k = 0; k < n; k++) {
+            if (rc == QUEUE_OK) {
+                /* Acknowledged: report it (32 bytes < PIPE_BUF: atomic). */
+                struct ack ack = { .seq = it[k].seq };
+                memcpy(ack.docnum, docs[k], sizeof ack.docnum);
+                if (write(a->fd, &ack, sizeof ack) != sizeof ack)
+                    _exit(3);
+            }
+            free((char *)it[k].xml);
+        }
+        if (rc != QUEUE_OK)
+            _exit(4);
+    }
+    return NULL;
+}
+
+static void crash_child(const struct fx *f, int round, int fd)
+{
+    struct queue *q = open_q(f, 512 * MIB, 0, 0);
+    if (!q)
+        _exit(2);
+    pthread_t th[CR_THREADS];
+    struct cr_arg args[CR_THREADS];
+    for (int i = 0; i < CR_THREADS; i++) {
+        args[i] = (struct cr_arg){ .q = q, .round = round, .id = i, .fd = fd };
+        if (pthread_create(&th[i], NULL, crash_writer, &args[i]))
+            _exit(5);
+    }
+    for (int i = 0; i < CR_THREADS; i++)
+        pthread_join(th[i], NULL);
+    _exit(6);
+}
+
+struct docset {
+    char (*d)[24];
+    size_t n, cap;
+};
+
+static int seen_cb(const struct queue_record *r, void *ud)
+{
+    struct docset *s = ud;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 1024;
+        s->d = realloc(s->d, s->cap * sizeof *s->d);
+    }
+    snprintf(s->d[s->n++], 24, "%s", r->docnum);
+    return 0;
+}
+
+static int cmp_doc(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static void test_crash_safety(void **state)
+{
+    struct fx *f = *state;
+    struct ack *acks = NULL;
+    size_t nacks = 0, cap = 0;
+    for (int round = 0; round < 3; round++) {
+        int pfd[2];
+        assert_int_equal(pipe(pfd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(pfd[0]);
+            crash_child(f, round, pfd[1]);
+        }
+        close(pfd[1]);
+        /* Collect acknowledgements for ~0.3 s, then SIGKILL mid-flight. */
+        double end = mono_s() + 0.3;
+        int killed = 0;
+        size_t round_acks = 0;
+        for (;;) {
+            if (!killed && mono_s() >= end) {
+                kill(pid, SIGKILL);
+                killed = 1;
+            }
+            struct pollfd pf = { .fd = pfd[0], .events = POLLIN };
+            if (poll(&pf, 1, 20) <= 0)
+                continue;
+            if (nacks == cap) {
+                cap = cap ? 2 * cap : 4096;
+                acks = realloc(acks, cap * sizeof *acks);
+            }
+            ssize_t r = read(pfd[0], &acks[nacks], sizeof *acks);
+            if (r == 0)
+                break; /* child gone, pipe drained */
+            assert_int_equal(r, sizeof *acks);
+            nacks++;
+            round_acks++;
+        }
+        close(pfd[0]);
+        int ws;
+        assert_int_equal(waitpid(pid, &ws, 0), pid);
+        assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+        print_message("crash round %d: %zu acknowledged IDocs before SIGKILL\n", round,
+                      round_acks);
+        assert_true(round_acks > 0);
+
+        /* Reopen after the kill (stale reader slot and maybe a held write
+         * lock left behind): every acknowledged DOCNUM is there, once. */
+        struct queue *q = open_q(f, 512 * MIB, 0, 0);
+        assert_non_null(q);
+        char err[256];
+        for (size_t i = 0; i < nacks; i++) {
+            uint64_t seq;
+            int rc = queue_find(q, "100", "SAPECC", acks[i].docnum, &seq, err, sizeof err);
+            if (rc != QUEUE_OK || seq != acks[i].seq)
+                print_error("ack %s seq %llu: rc %d seq %llu\n", acks[i].docnum,
+                            (unsigned long long)acks[i].seq, rc, (unsigned long long)seq);
+            assert_int_equal(rc, QUEUE_OK);
+            assert_int_equal(seq, acks[i].seq);
+            if (i % 97 == 0) {
+                struct queue_record *r;
+                assert_int_equal(queue_get(q, seq, 1, &r, err, sizeof err), QUEUE_OK);
+                assert_string_equal(r->docnum, acks[i].docnum);
+                assert_non_null(strstr(r->xml, acks[i].docnum));
+                queue_record_free(r);
+            }
+        }
+        struct docset s = { 0 };
+        assert_int_equal(queue_list(q, -1, 0, 0, seen_cb, &s, err, sizeof err), QUEUE_OK);
+        qsort(s.d, s.n, sizeof *s.d, cmp_doc);
+        for (size_t i = 1; i < s.n; i++)
+            assert_true(strcmp(s.d[i - 1], s.d[i]) != 0);
+        free(s.d);
+        assert_consistent(q);
+        queue_close(q);
+    }
+    free(acks);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_state_names),
+        cmocka_unit_test_setup_teardown(test_append_readback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invalid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedupe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_quota_neighbours, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_mapfull_neighbours, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_groups, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_version, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_resized, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_safety, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
