@@ -15,6 +15,7 @@
  * where the key is optional) and never changes afterwards.
  */
 #include "config/config.h"
+#include "config/cron.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -340,15 +341,11 @@ static int validate(struct config *c, char *err, size_t errlen)
     if (one_of("log.level", c->log_level, levels, err, errlen)) return -1;
     if (one_of("log.format", c->log_format, formats, err, errlen)) return -1;
     if (strcmp(c->delivery_schedule, "continuous") != 0) {
-        /* The full cron grammar is checked by the scheduler; here the shape. */
-        int fields = 0, in = 0;
-        for (const char *p = c->delivery_schedule; *p; p++) {
-            if (isspace((unsigned char)*p)) in = 0;
-            else if (!in) { in = 1; fields++; }
-        }
-        if (fields != 5) {
-            seterr(err, errlen, "config: delivery.schedule: '%s' is neither \"continuous\" nor a 5-field cron expression",
-                   c->delivery_schedule);
+        struct cron cr;
+        char cerr[200];
+        if (cron_parse(c->delivery_schedule, &cr, cerr, sizeof cerr) != 0) {
+            seterr(err, errlen, "config: delivery.schedule: '%s' is neither \"continuous\" nor a valid cron expression: %s",
+                   c->delivery_schedule, cerr);
             return -1;
         }
     }
