@@ -102,10 +102,10 @@ check: all $(UNIT_BIN)
 test:
 	$(MAKE) --no-print-directory check BUILD=build
 	$(MAKE) --no-print-directory check BUILD=build-asan SAN=asan OPT=-O1
-	$(MAKE) --no-print-directory all BUILD=build-tsan SAN=tsan OPT=-O1 build-tsan/tests/test_queue
+	$(MAKE) --no-print-directory all BUILD=build-tsan SAN=tsan OPT=-O1 $(patsubst %,build-tsan/tests/%,$(filter test_%,$(TSAN_TESTS)))
 	TESTS_ONLY="$(TSAN_TESTS)" tests/run.sh build-tsan
 
-TSAN_TESTS ?= test_queue ingest_basic
+TSAN_TESTS ?= test_queue test_idoc ingest_basic crash_kill9
 
 bench: all $(BENCH_BIN)
 	bench/run.sh $(BUILD)

@@ -50,6 +50,7 @@
 
 #define REQ_MAGIC 0x1d0c1d0cu
 #define INFLATE_CHUNK 65536
+#define INGEST_MAX_SEGMENTS 250000
 
 enum req_state { RS_RECEIVING = 0, RS_DISCARDING, RS_COMMITTING, RS_COMMITTED, RS_ANSWERED };
 
@@ -491,7 +492,10 @@ static enum MHD_Result begin(struct ingest *in, struct MHD_Connection *conn, con
             return answer_reject(r, conn);
         }
     }
-    struct idoc_limits lim = {in->o.max_idocs, 0};
+    /* A single IDoc's tree costs ~10x its size while it is built; the
+     * segment cap bounds that for one huge IDoc (the body cap bounds the
+     * rest). 250k segments is far beyond any real PO or master record. */
+    struct idoc_limits lim = {in->o.max_idocs, INGEST_MAX_SEGMENTS};
     r->parser = idoc_parser_new(&lim, on_idoc, r);
     if (!r->parser) {
         fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, METRICS_REJECT_INTERNAL, "out of memory");
