@@ -16,7 +16,7 @@
  *                            batch. The body itself is never buffered.
  *                            On an error -> DISCARDING: the rest of the body
  *                            is read and dropped (a response cannot be queued
- *                            mid-upload), up to 2 x max_body, then the
+ *                            mid-upload), up to 2 x max_body + 16 MiB, then the
  *                            connection is closed.
  *   final call            -> the parse is finished; the batch is handed to
  *                            the queue's committer and the connection is
@@ -51,6 +51,10 @@
 #define REQ_MAGIC 0x1d0c1d0cu
 #define INFLATE_CHUNK 65536
 #define INGEST_MAX_SEGMENTS 250000
+/* After a rejection the rest of the body is read and dropped so that the
+ * client gets its one-line answer (MHD cannot answer mid-upload); past this
+ * many bytes in all, the connection is closed instead. */
+#define DISCARD_ALLOWANCE(max) (2 * (max) + ((uint64_t)16 << 20))
 
 enum req_state { RS_RECEIVING = 0, RS_DISCARDING, RS_COMMITTING, RS_COMMITTED, RS_ANSWERED };
 
@@ -525,7 +529,7 @@ enum MHD_Result ingest_handle(struct ingest *in, struct MHD_Connection *conn, co
             } else {
                 feed(r, upload_data, n);
             }
-        } else if (st == RS_DISCARDING && r->wire_bytes > 2 * in->o.max_body_bytes) {
+        } else if (st == RS_DISCARDING && r->wire_bytes > DISCARD_ALLOWANCE(in->o.max_body_bytes)) {
             /* Still sending long after we said no: hang up. */
             log_warn("ingest: closing connection: body still arriving after rejection (%s)", r->reason);
             return MHD_NO;

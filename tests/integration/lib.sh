@@ -95,11 +95,12 @@ mlc_kill9() {
   SERVER_PID=
 }
 
-# post FILE [curl args...] -> prints the status; body in $T/body, headers in $T/headers
+# post FILE [curl args...] -> prints the status; body in $T/body, headers in
+# $T/headers. The Content-Type is $CT (default text/xml).
 post() {
   local f=$1; shift
   curl -s -o "$T/body" -D "$T/headers" -w '%{http_code}' --max-time 30 \
-       -u "$SAP_AUTH" -H 'Content-Type: text/xml' --data-binary "@$f" "$@" "$URL"
+       -u "$SAP_AUTH" -H "Content-Type: ${CT:-text/xml}" --data-binary "@$f" "$@" "$URL"
 }
 body() { tr -d '\r' <"$T/body"; }
 
