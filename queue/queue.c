@@ -3,7 +3,7 @@
  *
  * DESIGN
  *
- * Layout. Five named DBIs, all with plain memcmp keys (no custom comparator,
+ * Layout. Ten named DBIs, all with plain memcmp keys (no custom comparator,
  * no MDB_INTEGERKEY), so the stock mdb_dump/mdb_stat read the store:
  *
  *   rec      seq(8, BE)                    -> record header, see rec_encode()
@@ -13,6 +13,11 @@
  *   info     "format"        -> u32 BE   store format (QUEUE_FORMAT_VERSION)
  *            "next_seq"      -> u64 BE   seq of the next new record
  *            "count.<state>" -> u64 BE   records in that state
+ *            "next_audit", "next_run" -> u64 BE   next audit / run id
+ * and, for delivery (added to format 1 later; see "Delivery support" below
+ * for their values): keystate, links, audit, auditbyseq, runs. A read-write
+ * open creates them when missing (a store made before them); a readonly
+ * handle of such a store has NO_DBI for them and reads them as empty.
  *
  * The XML lives in `doc`, apart from its small header in `rec`, so a state
  * change rewrites ~200 bytes and never the (often multi-page) payload. New
@@ -29,6 +34,11 @@
  *       O(1) and need no scan).
  *   I5  a batch is all-or-nothing: either every item of it is stored (or
  *       recognised as a duplicate) in one committed transaction, or nothing.
+ *   I6  auditbyseq holds exactly (a.seq, a.id) for every audit entry a with
+ *       a.seq != 0; audit and run ids are below info next_audit/next_run.
+ * queue_prune removes a record from rec, doc, bystate and dedupe (and its
+ * count) in one txn, and an audit entry with its auditbyseq entry, so the
+ * invariants hold after it too.
  * A broken invariant met at run time (bystate entry missing, undecodable
  * record) is reported as QUEUE_ERR_STORAGE, never silently repaired.
  *
@@ -52,8 +62,9 @@
  * resend is caught inside one batch, across batches of one group and across
  * groups alike.
  *
- * Other writers. State changes (queue_set_state/update/move_all) run their
- * own write transactions on the caller's thread. LMDB serialises writers with
+ * Other writers. State changes (queue_set_state/update/move_all) and the
+ * delivery bookkeeping (links, audit, runs, prune) run their own write
+ * transactions on the caller's thread. LMDB serialises writers with
  * its own lock, so they simply wait for the committer's current transaction
  * (and vice versa). They cannot deadlock with it: no code path holds the
  * LMDB write lock while waiting for q->mu or for another thread, and the
@@ -106,6 +117,18 @@
 #define KEY_SEP             0x1f
 #define REMAP_WAIT_SEC      2
 #define FREE_DBI            0           /* LMDB's free-page tree (cf. mdb_stat -f) */
+#define NO_DBI              0           /* an optional DBI that does not exist
+                                           (named DBIs never get handle 0) */
+#define MAX_DBS             16          /* named DBIs: 10 used, room to add */
+#define PRUNE_CHUNK         5000        /* deletions per queue_prune write txn */
+#define PRUNE_SCAN          50000       /* entries one prune read txn visits */
+#define LINK_MAX            QUEUE_LINK_VALUE_MAX
+#define KS_STR_MAX          255         /* keystate strings are cut here */
+#define AUDIT_MSG_MAX       2048
+#define AUDIT_OP_MAX        512
+#define AUDIT_KEY_MAX       512
+#define AUDIT_SHORT_MAX     128         /* kind, docnum, error_code */
+#define RUN_STR_MAX         64          /* trigger, result */
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
@@ -153,6 +176,43 @@ static uint32_t get_be32(const unsigned char *p)
            ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
 
+/* The n bytes of s cut to at most max, never inside a UTF-8 sequence (a cut
+ * text stays valid UTF-8 when it was, so JSON output of it stays valid). */
+static size_t cut_n(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+        n--; /* s[n] continues a sequence begun before the cut: drop it all */
+    return n;
+}
+
+/* The same for a NUL-terminated s (reads at most max + 1 bytes of it). */
+static size_t cut_len(const char *s, size_t max)
+{
+    return cut_n(s, strnlen(s, max + 1), max);
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Next space-separated token of *s (advanced past it); 0 at the end. */
+static size_t next_token(const char **s, const char **tok)
+{
+    const char *p = *s;
+    while (*p && is_space(*p))
+        p++;
+    const char *b = p;
+    while (*p && !is_space(*p))
+        p++;
+    *tok = b;
+    *s = p;
+    return (size_t)(p - b);
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -192,6 +252,9 @@ static bool state_ok(int s)
 struct queue {
     MDB_env *env;
     MDB_dbi main_dbi, rec, doc, dedupe, bystate, info;
+    /* Added after format 1 was first released (additive, see init_store):
+     * NO_DBI in a readonly handle of a store that predates them. */
+    MDB_dbi keystate, links, audit, auditbyseq, runs;
     unsigned psize;
     size_t maxkey;
     uint64_t quota;
@@ -555,10 +618,13 @@ static void count_key(char *buf, size_t len, int state)
 static int used_bytes(struct queue *q, MDB_txn *txn, uint64_t *out)
 {
     MDB_dbi dbis[] = { FREE_DBI, q->main_dbi, q->rec, q->doc, q->dedupe,
-                       q->bystate, q->info };
+                       q->bystate, q->info, q->keystate, q->links, q->audit,
+                       q->auditbyseq, q->runs };
     uint64_t pages = 2; /* the two meta pages */
     for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
         MDB_stat st;
+        if (i > 1 && dbis[i] == NO_DBI)
+            continue; /* optional DBI absent (readonly, older store) */
         int rc = mdb_stat(txn, dbis[i], &st);
         if (rc)
             return rc;
@@ -1092,6 +1158,7 @@ static int mkdir_p(const char *path, mode_t mode)
 }
 
 static const char *dbi_names[] = { "rec", "doc", "dedupe", "bystate" };
+static const char *opt_dbi_names[] = { "keystate", "links", "audit", "auditbyseq", "runs" };
 
 /* Open the DBIs and check (or, read-write on a new store, write) the format.
  * Runs in one txn: a read-write open creates all of it or nothing. */
@@ -1158,6 +1225,23 @@ static int init_store(struct queue *q, char *err, size_t len)
                    dbi_names[i]);
             tx_abort(&t);
             return QUEUE_ERR_STORAGE;
+        }
+        if (rc) {
+            tx_fail(&t, rc, "mdb_dbi_open");
+            goto lmdb_error;
+        }
+    }
+    /* DBIs added to format 1 after its release (issue 4). Additive: a binary
+     * that predates them never opens them, so the format stays 1. A
+     * read-write open creates whichever are missing, in this same txn; a
+     * readonly open never creates anything and reads a missing one as
+     * empty (NO_DBI). */
+    MDB_dbi *opt[] = { &q->keystate, &q->links, &q->audit, &q->auditbyseq, &q->runs };
+    for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) {
+        rc = mdb_dbi_open(t.txn, opt_dbi_names[i], ro ? 0 : MDB_CREATE, opt[i]);
+        if (rc == MDB_NOTFOUND && ro) {
+            *opt[i] = NO_DBI;
+            continue;
         }
         if (rc) {
             tx_fail(&t, rc, "mdb_dbi_open");
@@ -1272,7 +1356,7 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
         rc = mdb_env_set_mapsize(q->env, (size_t)map);
     }
     if (!rc)
-        rc = mdb_env_set_maxdbs(q->env, 8);
+        rc = mdb_env_set_maxdbs(q->env, MAX_DBS);
     /* Reader slots are taken per read txn (MDB_NOTLS), not per thread:
      * 256 covers every thread of the server plus concurrent CLI readers. */
     if (!rc)
@@ -1599,6 +1683,9 @@ int queue_find(struct queue *q, const char *mandt, const char *sndprn,
 /* ------------------------------------------------------------------------ */
 /* State changes                                                             */
 
+static void apply_bookkeeping(struct tx *t, uint64_t seq, const struct rec *r,
+                              const struct queue_change *c);
+
 /*
  * Change one record inside t. With c == NULL: queue_set_state semantics (a
  * record already in to_state is untouched; to pending resets attempts, error
@@ -1624,9 +1711,8 @@ static int change_one(struct tx *t, uint64_t seq, int from, int to,
         if (c->next_attempt_ms >= 0)
             r.next_attempt_ms = c->next_attempt_ms;
         if (c->error) {
-            size_t n = strlen(c->error);
             r.s[S_ERROR] = c->error;
-            r.n[S_ERROR] = (uint32_t)(n > ERROR_MAX ? ERROR_MAX : n);
+            r.n[S_ERROR] = (uint32_t)cut_len(c->error, ERROR_MAX);
         }
     } else if (to == QUEUE_PENDING) {
         r.attempts = 0;
@@ -1657,6 +1743,16 @@ static int change_one(struct tx *t, uint64_t seq, int from, int to,
         tx_put(t, q->bystate, "mdb_put(bystate)", &bkv, &ev, 0);
         t->delta[old]--;
         t->delta[to]++;
+    }
+    /* Delivery bookkeeping in the same txn. r's strings point into the old
+     * value, which the put above may have overwritten: use the new copy. */
+    if (c && !t->rc && (c->applied_keys || c->nlinks)) {
+        struct rec nr;
+        if (rec_decode(p, sz, &nr) != DEC_OK) {
+            tx_fail(t, MDB_CORRUPTED, "record re-encoding");
+            return -1;
+        }
+        apply_bookkeeping(t, seq, &nr, c);
     }
     return t->rc ? -1 : 1;
 }
@@ -1720,6 +1816,9 @@ int queue_set_state(struct queue *q, const uint64_t *seqs, size_t n, int from_st
     return change_many(q, seqs, NULL, n, from_state, to_state, changed, err, errlen);
 }
 
+static int check_link(const struct queue *q, const char *key, const char *value,
+                      char *err, size_t errlen);
+
 int queue_update(struct queue *q, const struct queue_change *c, size_t n,
                  size_t *changed, char *err, size_t errlen)
 {
@@ -1731,6 +1830,28 @@ int queue_update(struct queue *q, const struct queue_change *c, size_t n,
         if (!state_ok(c[i].to_state) || c[i].from_state >= QUEUE_NSTATES) {
             seterr(err, errlen, "queue_update: bad state in change %zu", i);
             return QUEUE_ERR_INVALID;
+        }
+        /* Everything the bookkeeping could refuse is refused here, before
+         * the txn: inside it only LMDB can fail. */
+        const char *s = c[i].applied_keys, *tok;
+        size_t len;
+        while (s && (len = next_token(&s, &tok)) > 0) {
+            if (len > q->maxkey) {
+                seterr(err, errlen, "queue_update: change %zu: business key longer than %zu bytes",
+                       i, q->maxkey);
+                return QUEUE_ERR_INVALID;
+            }
+        }
+        if (c[i].nlinks && !c[i].links) {
+            seterr(err, errlen, "queue_update: change %zu: nlinks without links", i);
+            return QUEUE_ERR_INVALID;
+        }
+        for (size_t k = 0; k < c[i].nlinks; k++) {
+            char why[128];
+            if (check_link(q, c[i].links[k].key, c[i].links[k].value, why, sizeof why)) {
+                seterr(err, errlen, "queue_update: change %zu link %zu: %s", i, k, why);
+                return QUEUE_ERR_INVALID;
+            }
         }
     }
     return change_many(q, NULL, c, n, -1, -1, changed, err, errlen);
@@ -1803,5 +1924,961 @@ int queue_move_all(struct queue *q, int from_state, int to_state, size_t *change
     free(seqs);
     if (changed)
         *changed = total;
+    return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Delivery support: keystate, links, audit, runs, retention                 */
+
+/*
+ * Values of the DBIs added for delivery (all integers big-endian; the first
+ * byte is the value's encoding version, as in rec: a newer one is reported as
+ * QUEUE_ERR_VERSION, any other inconsistency as corruption):
+ *
+ *   keystate  business key   -> KS_VERSION, 7 x 0, u64 seq,
+ *                               then mandt, sndprn, docnum, credat, cretim,
+ *                               each { u8 length, bytes } (cut at 255 bytes)
+ *   links     "<party>:<nr>" -> the value text as given (<= LINK_MAX bytes)
+ *   audit     id(8)          -> AUD_VERSION, u8 0, u16 0, i32 http_status,
+ *                               i64 time_ms, u64 seq, u64 run_id,
+ *                               i32 duration_ms, u32 0 (40 bytes), then kind,
+ *                               docnum, key, operation, error_code, message
+ *                               as { u32 length, bytes }, NULL_LEN = NULL
+ *   auditbyseq seq(8) id(8)  -> "" (only for entries with seq != 0)
+ *   runs      id(8)          -> RUN_VERSION, 7 x 0, i64 start_ms, i64 end_ms,
+ *                               u64 delivered, failed, retried, superseded,
+ *                               ignored (64 bytes), then trigger, result as
+ *                               in audit
+ *   info      "next_audit", "next_run" -> u64: the next id (absent = 1)
+ *
+ * Ids come from the info counters, not from the last key, so they keep
+ * growing after queue_prune has emptied a table (paging by before_id and
+ * replacing runs by id stay unambiguous).
+ */
+#define KS_VERSION  1
+#define KS_HDR      16
+#define AUD_VERSION 1
+#define AUD_HDR     40
+#define RUN_VERSION 1
+#define RUN_HDR     64
+#define NULL_LEN    0xffffffffu
+
+/* A length-counted string; s == NULL is a NULL string (n 0). */
+struct sv {
+    const char *s;
+    uint32_t n;
+};
+
+static struct sv sv_cut(const char *s, size_t max)
+{
+    struct sv v = { s, s ? (uint32_t)cut_len(s, max) : 0 };
+    return v;
+}
+
+static size_t svs_size(const struct sv *v, int n)
+{
+    size_t sz = 0;
+    for (int i = 0; i < n; i++)
+        sz += 4 + v[i].n;
+    return sz;
+}
+
+static void svs_encode(unsigned char *p, const struct sv *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        put_be32(p, v[i].s ? v[i].n : NULL_LEN);
+        p += 4;
+        if (v[i].n)
+            memcpy(p, v[i].s, v[i].n);
+        p += v[i].n;
+    }
+}
+
+/* The strings must end exactly at end. */
+static int svs_decode(const unsigned char *p, const unsigned char *end, struct sv *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (end - p < 4)
+            return DEC_CORRUPT;
+        uint32_t len = get_be32(p);
+        p += 4;
+        if (len == NULL_LEN) {
+            v[i] = (struct sv){ NULL, 0 };
+            continue;
+        }
+        if ((size_t)(end - p) < len)
+            return DEC_CORRUPT;
+        v[i] = (struct sv){ (const char *)p, len };
+        p += len;
+    }
+    return p == end ? DEC_OK : DEC_CORRUPT;
+}
+
+static size_t svs_strbytes(const struct sv *v, int n)
+{
+    size_t sz = 0;
+    for (int i = 0; i < n; i++)
+        sz += (size_t)v[i].n + 1;
+    return sz;
+}
+
+/* NUL-terminated copies into buf (svs_strbytes bytes); NULL stays NULL. */
+static void svs_export(const struct sv *v, int n, const char **const *dst, char *buf)
+{
+    for (int i = 0; i < n; i++) {
+        if (!v[i].s) {
+            *dst[i] = NULL;
+            continue;
+        }
+        if (v[i].n)
+            memcpy(buf, v[i].s, v[i].n);
+        buf[v[i].n] = '\0';
+        *dst[i] = buf;
+        buf += v[i].n + 1;
+    }
+}
+
+static int dec_status(struct tx *t, int d, const char *what)
+{
+    if (d == DEC_NEWER) {
+        tx_fail(t, MDB_VERSION_MISMATCH, what);
+        return QUEUE_ERR_VERSION;
+    }
+    tx_fail(t, MDB_CORRUPTED, what);
+    return QUEUE_ERR_STORAGE;
+}
+
+/* A failed tx's message; QUEUE_ERR_VERSION wins over the generic status. */
+static int fail_status(struct tx *t, int status, char *err, size_t errlen)
+{
+    int s = tx_status(t, err, errlen);
+    return status == QUEUE_ERR_VERSION ? status : s;
+}
+
+static int check_writable(const struct queue *q, const char *fn, char *err, size_t errlen)
+{
+    if (q->readonly) {
+        seterr(err, errlen, "%s: queue is open readonly", fn);
+        return QUEUE_ERR_INVALID;
+    }
+    return QUEUE_OK;
+}
+
+/* ---- keystate and links -------------------------------------------------- */
+
+enum { K_MANDT, K_SNDPRN, K_DOCNUM, K_CREDAT, K_CRETIM, KS_NSTR };
+static const int ks_rec_str[KS_NSTR] = { S_MANDT, S_SNDPRN, S_DOCNUM, S_CREDAT, S_CRETIM };
+
+/* queue_update's bookkeeping for one applied change (r: the record as just
+ * written). Validated by queue_update already: only LMDB can fail. */
+static void apply_bookkeeping(struct tx *t, uint64_t seq, const struct rec *r,
+                              const struct queue_change *c)
+{
+    struct queue *q = t->q;
+    if (c->applied_keys) {
+        unsigned char v[KS_HDR + KS_NSTR * (1 + KS_STR_MAX)];
+        memset(v, 0, KS_HDR);
+        v[0] = KS_VERSION;
+        put_be64(v + 8, seq);
+        size_t n = KS_HDR;
+        for (int i = 0; i < KS_NSTR; i++) {
+            const char *s = r->s[ks_rec_str[i]];
+            size_t len = cut_n(s, r->n[ks_rec_str[i]], KS_STR_MAX);
+            v[n++] = (unsigned char)len;
+            if (len)
+                memcpy(v + n, s, len);
+            n += len;
+        }
+        const char *s = c->applied_keys, *tok;
+        size_t len;
+        while (!t->rc && (len = next_token(&s, &tok)) > 0) {
+            MDB_val k = { len, (void *)tok }, val = { n, v };
+            tx_put(t, q->keystate, "mdb_put(keystate)", &k, &val, 0);
+        }
+    }
+    for (size_t i = 0; i < c->nlinks && !t->rc; i++) {
+        const struct queue_link *l = &c->links[i];
+        MDB_val k = { strlen(l->key), (void *)l->key };
+        MDB_val val = { strlen(l->value), (void *)l->value };
+        tx_put(t, q->links, "mdb_put(links)", &k, &val, 0);
+    }
+}
+
+static int ks_decode(const MDB_val *v, struct queue_keystate *out)
+{
+    const unsigned char *p = v->mv_data, *end = p + v->mv_size;
+    if (v->mv_size < KS_HDR)
+        return DEC_CORRUPT;
+    if (p[0] != KS_VERSION)
+        return p[0] > KS_VERSION ? DEC_NEWER : DEC_CORRUPT;
+    memset(out, 0, sizeof *out);
+    out->seq = get_be64(p + 8);
+    char *dst[KS_NSTR] = { out->mandt, out->sndprn, out->docnum, out->credat, out->cretim };
+    const size_t cap[KS_NSTR] = { sizeof out->mandt, sizeof out->sndprn, sizeof out->docnum,
+                                  sizeof out->credat, sizeof out->cretim };
+    p += KS_HDR;
+    for (int i = 0; i < KS_NSTR; i++) {
+        if (end - p < 1)
+            return DEC_CORRUPT;
+        size_t len = *p++;
+        if ((size_t)(end - p) < len)
+            return DEC_CORRUPT;
+        size_t c = cut_n((const char *)p, len, cap[i] - 1);
+        memcpy(dst[i], p, c);
+        dst[i][c] = '\0';
+        p += len;
+    }
+    return p == end ? DEC_OK : DEC_CORRUPT;
+}
+
+int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *out,
+                       char *err, size_t errlen)
+{
+    if (!q || !key || !key[0] || !out) {
+        seterr(err, errlen, "queue_keystate_get: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    size_t klen = strlen(key);
+    if (klen > q->maxkey || q->keystate == NO_DBI) {
+        seterr(err, errlen, "no keystate for %.200s", key);
+        return QUEUE_ERR_NOTFOUND;
+    }
+    struct tx t;
+    if (tx_begin(q, &t, true))
+        return tx_status(&t, err, errlen);
+    MDB_val k = { klen, (void *)key }, v;
+    int found = tx_get(&t, q->keystate, "mdb_get(keystate)", &k, &v), status = QUEUE_OK;
+    if (found) {
+        int d = ks_decode(&v, out);
+        if (d != DEC_OK)
+            status = dec_status(&t, d, "keystate encoding");
+    }
+    tx_abort(&t);
+    if (t.rc)
+        return fail_status(&t, status, err, errlen);
+    if (!found) {
+        seterr(err, errlen, "no keystate for %.200s", key);
+        return QUEUE_ERR_NOTFOUND;
+    }
+    return QUEUE_OK;
+}
+
+static int check_link(const struct queue *q, const char *key, const char *value,
+                      char *err, size_t errlen)
+{
+    if (!key || !key[0]) {
+        seterr(err, errlen, "empty link key");
+        return -1;
+    }
+    if (strlen(key) > q->maxkey) {
+        seterr(err, errlen, "link key longer than %zu bytes", q->maxkey);
+        return -1;
+    }
+    if (!value) {
+        seterr(err, errlen, "link %.200s: no value", key);
+        return -1;
+    }
+    if (strnlen(value, LINK_MAX + 1) > LINK_MAX) {
+        seterr(err, errlen, "link %.200s: value longer than %d bytes", key, LINK_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
+                   char *err, size_t errlen)
+{
+    if (!q || !key || !key[0] || !val || vallen == 0) {
+        seterr(err, errlen, "queue_link_get: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    size_t klen = strlen(key);
+    if (klen > q->maxkey || q->links == NO_DBI) {
+        seterr(err, errlen, "no link for %.200s", key);
+        return QUEUE_ERR_NOTFOUND;
+    }
+    struct tx t;
+    if (tx_begin(q, &t, true))
+        return tx_status(&t, err, errlen);
+    MDB_val k = { klen, (void *)key }, v;
+    int found = tx_get(&t, q->links, "mdb_get(links)", &k, &v), status = QUEUE_OK;
+    if (found) {
+        if (v.mv_size >= vallen) {
+            seterr(err, errlen, "link %.200s: value of %zu bytes does not fit the buffer",
+                   key, v.mv_size);
+            status = QUEUE_ERR_INVALID;
+        } else {
+            if (v.mv_size)
+                memcpy(val, v.mv_data, v.mv_size);
+            val[v.mv_size] = '\0';
+        }
+    }
+    tx_abort(&t);
+    if (t.rc)
+        return tx_status(&t, err, errlen);
+    if (!found) {
+        seterr(err, errlen, "no link for %.200s", key);
+        return QUEUE_ERR_NOTFOUND;
+    }
+    return status;
+}
+
+int queue_link_put(struct queue *q, const char *key, const char *value,
+                   char *err, size_t errlen)
+{
+    if (!q) {
+        seterr(err, errlen, "queue_link_put: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    char why[256];
+    if (check_link(q, key, value, why, sizeof why)) {
+        seterr(err, errlen, "queue_link_put: %s", why);
+        return QUEUE_ERR_INVALID;
+    }
+    if (check_writable(q, "queue_link_put", err, errlen))
+        return QUEUE_ERR_INVALID;
+    struct tx t;
+    if (tx_begin(q, &t, false))
+        return tx_status(&t, err, errlen);
+    MDB_val k = { strlen(key), (void *)key }, v = { strlen(value), (void *)value };
+    tx_put(&t, q->links, "mdb_put(links)", &k, &v, 0);
+    if (tx_commit(&t))
+        return tx_status(&t, err, errlen);
+    return QUEUE_OK;
+}
+
+/* ---- audit --------------------------------------------------------------- */
+
+enum { A_KIND, A_DOCNUM, A_KEY, A_OP, A_CODE, A_MSG, AUD_NSTR };
+static const size_t aud_max[AUD_NSTR] = {
+    AUDIT_SHORT_MAX, AUDIT_SHORT_MAX, AUDIT_KEY_MAX, AUDIT_OP_MAX, AUDIT_SHORT_MAX,
+    AUDIT_MSG_MAX,
+};
+
+static void aud_strs(const struct queue_audit *a, struct sv *v)
+{
+    const char *s[AUD_NSTR] = { a->kind, a->docnum, a->key, a->operation, a->error_code,
+                                a->message };
+    for (int i = 0; i < AUD_NSTR; i++)
+        v[i] = sv_cut(s[i], aud_max[i]);
+}
+
+static void aud_encode(unsigned char *p, const struct queue_audit *a, int64_t time,
+                       const struct sv *v)
+{
+    memset(p, 0, AUD_HDR);
+    p[0] = AUD_VERSION;
+    put_be32(p + 4, (uint32_t)a->http_status);
+    put_be64(p + 8, (uint64_t)time);
+    put_be64(p + 16, a->seq);
+    put_be64(p + 24, a->run_id);
+    put_be32(p + 32, (uint32_t)a->duration_ms);
+    svs_encode(p + AUD_HDR, v, AUD_NSTR);
+}
+
+/* Header check shared by the decoder and the prune scan. */
+static int aud_check(const MDB_val *v)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < AUD_HDR)
+        return DEC_CORRUPT;
+    if (p[0] != AUD_VERSION)
+        return p[0] > AUD_VERSION ? DEC_NEWER : DEC_CORRUPT;
+    return DEC_OK;
+}
+
+static int aud_decode(const MDB_val *v, uint64_t id, struct queue_audit *a, struct sv *sv)
+{
+    int d = aud_check(v);
+    if (d != DEC_OK)
+        return d;
+    const unsigned char *p = v->mv_data;
+    memset(a, 0, sizeof *a);
+    a->id = id;
+    a->http_status = (int)(int32_t)get_be32(p + 4);
+    a->time_ms = (int64_t)get_be64(p + 8);
+    a->seq = get_be64(p + 16);
+    a->run_id = get_be64(p + 24);
+    a->duration_ms = (int32_t)get_be32(p + 32);
+    return svs_decode(p + AUD_HDR, p + v->mv_size, sv, AUD_NSTR);
+}
+
+static void seq_id_key(unsigned char k[16], uint64_t seq, uint64_t id)
+{
+    put_be64(k, seq);
+    put_be64(k + 8, id);
+}
+
+int queue_audit_append(struct queue *q, struct queue_audit *a, size_t n, char *err,
+                       size_t errlen)
+{
+    if (!q || (n && !a)) {
+        seterr(err, errlen, "queue_audit_append: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    if (check_writable(q, "queue_audit_append", err, errlen))
+        return QUEUE_ERR_INVALID;
+    if (n == 0)
+        return QUEUE_OK;
+    struct tx t;
+    if (tx_begin(q, &t, false))
+        return tx_status(&t, err, errlen);
+    uint64_t first = tx_get_u64(&t, "next_audit");
+    if (first == 0)
+        first = 1;
+
+    /* The audit is bookkeeping: it must not eat the headroom above the quota
+     * that records and their state changes need. Measured in this txn. */
+    uint64_t used = 0, est = 0;
+    if (!t.rc) {
+        int rc = used_bytes(q, t.txn, &used);
+        if (rc)
+            tx_fail(&t, rc, "mdb_stat");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct sv v[AUD_NSTR];
+        aud_strs(&a[i], v);
+        est += pair_cost(q->psize, 8, AUD_HDR + svs_size(v, AUD_NSTR));
+        if (a[i].seq)
+            est += pair_cost(q->psize, 16, 0);
+    }
+    if (!t.rc && used + est > q->quota) {
+        tx_abort(&t);
+        seterr(err, errlen, "queue over quota: %llu MiB used of %llu MiB, audit not written",
+               (unsigned long long)mib_up(used), (unsigned long long)(q->quota / MIB));
+        return QUEUE_ERR_QUOTA;
+    }
+
+    int64_t now = now_ms();
+    static const unsigned char empty = 0;
+    for (size_t i = 0; i < n && !t.rc; i++) {
+        uint64_t id = first + i;
+        struct sv v[AUD_NSTR];
+        aud_strs(&a[i], v);
+        unsigned char kb[16];
+        put_be64(kb, id);
+        MDB_val k = { 8, kb }, val = { AUD_HDR + svs_size(v, AUD_NSTR), NULL };
+        /* Ids only grow: MDB_APPEND (and MDB_KEYEXIST rather than an
+         * overwrite should the counter ever lag behind the data). */
+        tx_put(&t, q->audit, "mdb_put(audit)", &k, &val, MDB_APPEND | MDB_RESERVE);
+        if (t.rc)
+            break;
+        aud_encode(val.mv_data, &a[i], a[i].time_ms ? a[i].time_ms : now, v);
+        if (a[i].seq) {
+            seq_id_key(kb, a[i].seq, id);
+            MDB_val ik = { 16, kb }, ev = { 0, (void *)&empty };
+            tx_put(&t, q->auditbyseq, "mdb_put(auditbyseq)", &ik, &ev, 0);
+        }
+    }
+    tx_put_u64(&t, "next_audit", first + n);
+    if (tx_commit(&t))
+        return tx_status(&t, err, errlen);
+    for (size_t i = 0; i < n; i++)
+        a[i].id = first + i; /* only once they exist */
+    return QUEUE_OK;
+}
+
+int queue_audit_list(struct queue *q, uint64_t seq, uint64_t before_id, size_t limit,
+                     int (*cb)(const struct queue_audit *a, void *ud), void *ud,
+                     char *err, size_t errlen)
+{
+    if (!q || !cb) {
+        seterr(err, errlen, "queue_audit_list: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    if (q->audit == NO_DBI || q->auditbyseq == NO_DBI || before_id == 1)
+        return QUEUE_OK; /* nothing (yet), or nothing below id 1 */
+    struct tx t;
+    if (tx_begin(q, &t, true))
+        return tx_status(&t, err, errlen);
+    MDB_cursor *cur = NULL;
+    int rc = mdb_cursor_open(t.txn, seq ? q->auditbyseq : q->audit, &cur);
+    if (rc) {
+        tx_fail(&t, rc, "mdb_cursor_open");
+        tx_abort(&t);
+        return tx_status(&t, err, errlen);
+    }
+    /* Newest first: position on the first key at or above the bound, step
+     * back one (or start at the very last key when none is). */
+    uint64_t bound = before_id ? before_id : UINT64_MAX;
+    unsigned char kb[16];
+    MDB_val k, v;
+    if (seq) {
+        seq_id_key(kb, seq, bound);
+        k = (MDB_val){ 16, kb };
+    } else {
+        put_be64(kb, bound);
+        k = (MDB_val){ 8, kb };
+    }
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 || rc == MDB_NOTFOUND)
+        rc = mdb_cursor_get(cur, &k, &v, rc == MDB_NOTFOUND ? MDB_LAST : MDB_PREV);
+
+    struct buf sb = { 0 };
+    int status = QUEUE_OK;
+    size_t n = 0;
+    while (rc == 0 && (limit == 0 || n < limit)) {
+        uint64_t id;
+        MDB_val ev;
+        if (seq) {
+            if (k.mv_size != 16) {
+                status = dec_status(&t, DEC_CORRUPT, "auditbyseq key length");
+                break;
+            }
+            if (get_be64(k.mv_data) != seq)
+                break;
+            id = get_be64((unsigned char *)k.mv_data + 8);
+            unsigned char ik[8];
+            put_be64(ik, id);
+            MDB_val idk = { 8, ik };
+            if (!tx_get(&t, q->audit, "mdb_get(audit)", &idk, &ev)) {
+                if (!t.rc)
+                    tx_fail(&t, MDB_CORRUPTED, "auditbyseq names a missing audit entry");
+                break;
+            }
+        } else {
+            if (k.mv_size != 8) {
+                status = dec_status(&t, DEC_CORRUPT, "audit key length");
+                break;
+            }
+            id = get_be64(k.mv_data);
+            ev = v;
+        }
+        struct queue_audit a;
+        struct sv sv[AUD_NSTR];
+        int d = aud_decode(&ev, id, &a, sv);
+        if (d != DEC_OK) {
+            status = dec_status(&t, d, "audit encoding");
+            break;
+        }
+        char *p = buf_need(&sb, svs_strbytes(sv, AUD_NSTR));
+        if (!p) {
+            tx_fail(&t, ENOMEM, "queue_audit_list");
+            break;
+        }
+        const char **const dst[AUD_NSTR] = { &a.kind, &a.docnum, &a.key, &a.operation,
+                                             &a.error_code, &a.message };
+        svs_export(sv, AUD_NSTR, dst, p);
+        n++;
+        if (cb(&a, ud))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    if (rc && rc != MDB_NOTFOUND)
+        tx_fail(&t, rc, "mdb_cursor_get(audit)");
+    mdb_cursor_close(cur);
+    tx_abort(&t);
+    free(sb.p);
+    if (t.rc)
+        return fail_status(&t, status, err, errlen);
+    return QUEUE_OK;
+}
+
+/* ---- runs ---------------------------------------------------------------- */
+
+enum { R_TRIGGER, R_RESULT, RUN_NSTR };
+
+static int run_decode(const MDB_val *v, uint64_t id, struct queue_run *r, struct sv *sv)
+{
+    const unsigned char *p = v->mv_data;
+    if (v->mv_size < RUN_HDR)
+        return DEC_CORRUPT;
+    if (p[0] != RUN_VERSION)
+        return p[0] > RUN_VERSION ? DEC_NEWER : DEC_CORRUPT;
+    memset(r, 0, sizeof *r);
+    r->id = id;
+    r->start_ms = (int64_t)get_be64(p + 8);
+    r->end_ms = (int64_t)get_be64(p + 16);
+    r->delivered = get_be64(p + 24);
+    r->failed = get_be64(p + 32);
+    r->retried = get_be64(p + 40);
+    r->superseded = get_be64(p + 48);
+    r->ignored = get_be64(p + 56);
+    return svs_decode(p + RUN_HDR, p + v->mv_size, sv, RUN_NSTR);
+}
+
+int queue_run_put(struct queue *q, struct queue_run *r, char *err, size_t errlen)
+{
+    if (!q || !r) {
+        seterr(err, errlen, "queue_run_put: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    if (check_writable(q, "queue_run_put", err, errlen))
+        return QUEUE_ERR_INVALID;
+    struct tx t;
+    if (tx_begin(q, &t, false))
+        return tx_status(&t, err, errlen);
+    uint64_t id = r->id;
+    unsigned char kb[8];
+    unsigned flags = MDB_RESERVE;
+    if (id == 0) {
+        id = tx_get_u64(&t, "next_run");
+        if (id == 0)
+            id = 1;
+        flags |= MDB_APPEND;
+        tx_put_u64(&t, "next_run", id + 1);
+    } else {
+        put_be64(kb, id);
+        MDB_val k = { 8, kb }, v;
+        if (!tx_get(&t, q->runs, "mdb_get(runs)", &k, &v) && !t.rc) {
+            tx_abort(&t);
+            seterr(err, errlen, "no run with id %llu", (unsigned long long)id);
+            return QUEUE_ERR_NOTFOUND;
+        }
+    }
+    struct sv sv[RUN_NSTR] = { sv_cut(r->trigger, RUN_STR_MAX), sv_cut(r->result, RUN_STR_MAX) };
+    put_be64(kb, id);
+    MDB_val k = { 8, kb }, v = { RUN_HDR + svs_size(sv, RUN_NSTR), NULL };
+    tx_put(&t, q->runs, "mdb_put(runs)", &k, &v, flags);
+    if (!t.rc) {
+        unsigned char *p = v.mv_data;
+        memset(p, 0, RUN_HDR);
+        p[0] = RUN_VERSION;
+        put_be64(p + 8, (uint64_t)r->start_ms);
+        put_be64(p + 16, (uint64_t)r->end_ms);
+        put_be64(p + 24, r->delivered);
+        put_be64(p + 32, r->failed);
+        put_be64(p + 40, r->retried);
+        put_be64(p + 48, r->superseded);
+        put_be64(p + 56, r->ignored);
+        svs_encode(p + RUN_HDR, sv, RUN_NSTR);
+    }
+    if (tx_commit(&t))
+        return tx_status(&t, err, errlen);
+    r->id = id;
+    return QUEUE_OK;
+}
+
+int queue_runs_list(struct queue *q, size_t limit,
+                    int (*cb)(const struct queue_run *r, void *ud), void *ud,
+                    char *err, size_t errlen)
+{
+    if (!q || !cb) {
+        seterr(err, errlen, "queue_runs_list: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    if (q->runs == NO_DBI)
+        return QUEUE_OK;
+    struct tx t;
+    if (tx_begin(q, &t, true))
+        return tx_status(&t, err, errlen);
+    MDB_cursor *cur = NULL;
+    int rc = mdb_cursor_open(t.txn, q->runs, &cur);
+    if (rc) {
+        tx_fail(&t, rc, "mdb_cursor_open");
+        tx_abort(&t);
+        return tx_status(&t, err, errlen);
+    }
+    struct buf sb = { 0 };
+    int status = QUEUE_OK;
+    size_t n = 0;
+    MDB_val k, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    while (rc == 0 && (limit == 0 || n < limit)) {
+        if (k.mv_size != 8) {
+            status = dec_status(&t, DEC_CORRUPT, "runs key length");
+            break;
+        }
+        struct queue_run r;
+        struct sv sv[RUN_NSTR];
+        int d = run_decode(&v, get_be64(k.mv_data), &r, sv);
+        if (d != DEC_OK) {
+            status = dec_status(&t, d, "run encoding");
+            break;
+        }
+        char *p = buf_need(&sb, svs_strbytes(sv, RUN_NSTR));
+        if (!p) {
+            tx_fail(&t, ENOMEM, "queue_runs_list");
+            break;
+        }
+        const char **const dst[RUN_NSTR] = { &r.trigger, &r.result };
+        svs_export(sv, RUN_NSTR, dst, p);
+        n++;
+        if (cb(&r, ud))
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    }
+    if (rc && rc != MDB_NOTFOUND)
+        tx_fail(&t, rc, "mdb_cursor_get(runs)");
+    mdb_cursor_close(cur);
+    tx_abort(&t);
+    free(sb.p);
+    if (t.rc)
+        return fail_status(&t, status, err, errlen);
+    return QUEUE_OK;
+}
+
+/* ---- retention ----------------------------------------------------------- */
+
+/*
+ * queue_prune works like queue_move_all: a READ txn finds up to PRUNE_CHUNK
+ * candidates (visiting at most PRUNE_SCAN entries, so neither txn grows with
+ * the store), then a WRITE txn deletes them, checking each again (another
+ * thread or process may have replayed or pruned it in between). Scanning
+ * outside the write txn keeps the LMDB write lock, which the committer needs
+ * for every ingest commit, held only for the deletions. The scan resumes
+ * after the last key it visited, so a whole pass is O(n), not O(n^2).
+ */
+
+/* 1 deleted, 0 left alone (gone already, or no longer prunable), -1 failed. */
+static int prune_rec(struct tx *t, uint64_t seq, int64_t cutoff)
+{
+    struct queue *q = t->q;
+    struct rec r;
+    int st = load_rec(t, seq, &r, false);
+    if (st == QUEUE_ERR_NOTFOUND && !t->rc)
+        return 0;
+    if (st != QUEUE_OK)
+        return -1;
+    if ((r.state != QUEUE_DELIVERED && r.state != QUEUE_IGNORED) || r.updated_ms >= cutoff)
+        return 0;
+    int state = r.state;
+    /* Copy the dedupe key out before the first delete moves r's bytes. */
+    unsigned char dk[512];
+    size_t dlen = 0;
+    size_t klen = (size_t)r.n[S_MANDT] + r.n[S_SNDPRN] + r.n[S_DOCNUM] + 2;
+    bool have_dk = klen <= q->maxkey && klen <= sizeof dk;
+    if (have_dk) {
+        memcpy(dk, r.s[S_MANDT], r.n[S_MANDT]), dlen += r.n[S_MANDT];
+        dk[dlen++] = KEY_SEP;
+        memcpy(dk + dlen, r.s[S_SNDPRN], r.n[S_SNDPRN]), dlen += r.n[S_SNDPRN];
+        dk[dlen++] = KEY_SEP;
+        memcpy(dk + dlen, r.s[S_DOCNUM], r.n[S_DOCNUM]), dlen += r.n[S_DOCNUM];
+    }
+    unsigned char sk[8], bk[9];
+    put_be64(sk, seq);
+    MDB_val k = { 8, sk };
+    tx_del(t, q->rec, "mdb_del(rec)", &k);
+    tx_del(t, q->doc, "mdb_del(doc): doc missing", &k);
+    state_key(bk, state, seq);
+    MDB_val bkv = { 9, bk };
+    tx_del(t, q->bystate, "mdb_del(bystate): entry missing", &bkv);
+    if (have_dk) {
+        /* Only while it still names this record (I2 says it does; a dedupe
+         * entry naming another record is not ours to remove). */
+        MDB_val dkv = { dlen, dk }, v;
+        if (tx_get(t, q->dedupe, "mdb_get(dedupe)", &dkv, &v) && v.mv_size == 8 &&
+            get_be64(v.mv_data) == seq)
+            tx_del(t, q->dedupe, "mdb_del(dedupe)", &dkv);
+    }
+    if (t->rc)
+        return -1;
+    t->delta[state]--;
+    return 1;
+}
+
+static int prune_records(struct queue *q, int64_t cutoff, uint64_t *seqs, size_t *count,
+                         char *err, size_t errlen)
+{
+    static const int states[] = { QUEUE_DELIVERED, QUEUE_IGNORED };
+    for (size_t si = 0; si < sizeof states / sizeof states[0]; si++) {
+        int state = states[si];
+        uint64_t from = 0;
+        for (bool more = true; more;) {
+            more = false;
+            struct tx t;
+            if (tx_begin(q, &t, true))
+                return tx_status(&t, err, errlen);
+            int status = QUEUE_OK;
+            size_t n = 0, visited = 0;
+            MDB_cursor *cur;
+            int rc = mdb_cursor_open(t.txn, q->bystate, &cur);
+            if (rc == 0) {
+                unsigned char kb[9];
+                state_key(kb, state, from);
+                MDB_val k = { 9, kb }, v;
+                rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+                while (rc == 0 && k.mv_size == 9 && ((unsigned char *)k.mv_data)[0] == state) {
+                    if (n == PRUNE_CHUNK || visited == PRUNE_SCAN) {
+                        more = true;
+                        break;
+                    }
+                    uint64_t seq = get_be64((unsigned char *)k.mv_data + 1);
+                    struct rec r;
+                    if ((status = load_rec(&t, seq, &r, true)) != QUEUE_OK)
+                        break;
+                    visited++;
+                    from = seq + 1;
+                    if (r.updated_ms < cutoff)
+                        seqs[n++] = seq;
+                    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+                }
+                mdb_cursor_close(cur);
+                if (rc == MDB_NOTFOUND)
+                    rc = 0;
+            }
+            if (rc)
+                tx_fail(&t, rc, "scan bystate");
+            tx_abort(&t);
+            if (t.rc)
+                return fail_status(&t, status, err, errlen);
+            if (n == 0)
+                continue;
+
+            if (tx_begin(q, &t, false))
+                return tx_status(&t, err, errlen);
+            size_t del = 0;
+            for (size_t i = 0; i < n; i++) {
+                int r = prune_rec(&t, seqs[i], cutoff);
+                if (r < 0)
+                    break;
+                del += (size_t)r;
+            }
+            if (!t.rc && del == 0) {
+                tx_abort(&t);
+                continue;
+            }
+            if (tx_commit(&t))
+                return tx_status(&t, err, errlen);
+            *count += del;
+        }
+    }
+    return QUEUE_OK;
+}
+
+/* Audit entries (time < cutoff) or runs (finished, end < cutoff). */
+enum { P_AUDIT, P_RUNS };
+
+/* Is this audit/run value prunable? *seq: the audit entry's record. */
+static int entry_prunable(int kind, const MDB_val *v, int64_t cutoff, uint64_t *seq)
+{
+    const unsigned char *p = v->mv_data;
+    if (kind == P_AUDIT) {
+        int d = aud_check(v);
+        if (d != DEC_OK)
+            return d;
+        *seq = get_be64(p + 16);
+        return (int64_t)get_be64(p + 8) < cutoff;
+    }
+    if (v->mv_size < RUN_HDR)
+        return DEC_CORRUPT;
+    if (p[0] != RUN_VERSION)
+        return p[0] > RUN_VERSION ? DEC_NEWER : DEC_CORRUPT;
+    *seq = 0;
+    int64_t end = (int64_t)get_be64(p + 16);
+    return end != 0 && end < cutoff;
+}
+
+static int prune_entries(struct queue *q, int kind, int64_t cutoff, uint64_t *ids,
+                         size_t *count, char *err, size_t errlen)
+{
+    MDB_dbi dbi = kind == P_AUDIT ? q->audit : q->runs;
+    const char *what = kind == P_AUDIT ? "audit encoding" : "run encoding";
+    uint64_t from = 0;
+    for (bool more = true; more;) {
+        more = false;
+        struct tx t;
+        if (tx_begin(q, &t, true))
+            return tx_status(&t, err, errlen);
+        int status = QUEUE_OK;
+        size_t n = 0, visited = 0;
+        MDB_cursor *cur;
+        int rc = mdb_cursor_open(t.txn, dbi, &cur);
+        if (rc == 0) {
+            unsigned char kb[8];
+            put_be64(kb, from);
+            MDB_val k = { 8, kb }, v;
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            while (rc == 0) {
+                if (n == PRUNE_CHUNK || visited == PRUNE_SCAN) {
+                    more = true;
+                    break;
+                }
+                uint64_t seq;
+                int p = k.mv_size == 8 ? entry_prunable(kind, &v, cutoff, &seq) : DEC_CORRUPT;
+                if (p < 0) {
+                    status = dec_status(&t, p, what);
+                    break;
+                }
+                uint64_t id = get_be64(k.mv_data);
+                visited++;
+                from = id + 1;
+                if (p)
+                    ids[n++] = id;
+                rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            }
+            mdb_cursor_close(cur);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
+        }
+        if (rc)
+            tx_fail(&t, rc, kind == P_AUDIT ? "scan audit" : "scan runs");
+        tx_abort(&t);
+        if (t.rc)
+            return fail_status(&t, status, err, errlen);
+        if (n == 0)
+            continue;
+
+        if (tx_begin(q, &t, false))
+            return tx_status(&t, err, errlen);
+        size_t del = 0;
+        for (size_t i = 0; i < n && !t.rc; i++) {
+            unsigned char kb[16];
+            put_be64(kb, ids[i]);
+            MDB_val k = { 8, kb }, v;
+            uint64_t seq;
+            /* Check again: pruned meanwhile, or (a run) replaced. */
+            if (!tx_get(&t, dbi, "mdb_get", &k, &v))
+                continue;
+            int p = entry_prunable(kind, &v, cutoff, &seq);
+            if (p < 0) {
+                status = dec_status(&t, p, what);
+                break;
+            }
+            if (!p)
+                continue;
+            tx_del(&t, dbi, kind == P_AUDIT ? "mdb_del(audit)" : "mdb_del(runs)", &k);
+            if (kind == P_AUDIT && seq && !t.rc) {
+                seq_id_key(kb, seq, ids[i]);
+                MDB_val ik = { 16, kb };
+                int r = mdb_del(t.txn, q->auditbyseq, &ik, NULL);
+                if (r && r != MDB_NOTFOUND)
+                    tx_fail(&t, r, "mdb_del(auditbyseq)");
+            }
+            del++;
+        }
+        if (!t.rc && del == 0) {
+            tx_abort(&t);
+            continue;
+        }
+        if (tx_commit(&t))
+            return fail_status(&t, status, err, errlen);
+        *count += del;
+    }
+    return QUEUE_OK;
+}
+
+int queue_prune(struct queue *q, int64_t cutoff_ms, int64_t audit_cutoff_ms,
+                size_t *records, size_t *audit, char *err, size_t errlen)
+{
+    if (records)
+        *records = 0;
+    if (audit)
+        *audit = 0;
+    if (!q) {
+        seterr(err, errlen, "queue_prune: bad argument");
+        return QUEUE_ERR_INVALID;
+    }
+    if (check_writable(q, "queue_prune", err, errlen))
+        return QUEUE_ERR_INVALID;
+    uint64_t *ids = malloc(PRUNE_CHUNK * sizeof *ids);
+    if (!ids) {
+        seterr(err, errlen, "queue_prune: out of memory");
+        return QUEUE_ERR_STORAGE;
+    }
+    size_t nrec = 0, naud = 0;
+    int status = QUEUE_OK;
+    /* A cutoff <= 0 (before 1970) matches nothing: skip the scan. */
+    if (cutoff_ms > 0)
+        status = prune_records(q, cutoff_ms, ids, &nrec, err, errlen);
+    if (status == QUEUE_OK && audit_cutoff_ms > 0)
+        status = prune_entries(q, P_AUDIT, audit_cutoff_ms, ids, &naud, err, errlen);
+    if (status == QUEUE_OK && audit_cutoff_ms > 0)
+        status = prune_entries(q, P_RUNS, audit_cutoff_ms, ids, &naud, err, errlen);
+    free(ids);
+    if (records)
+        *records = nrec;
+    if (audit)
+        *audit = naud;
     return status;
 }

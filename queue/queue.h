@@ -29,13 +29,27 @@
  *   doc      seq(8)                        -> the IDoc XML, unchanged
  *   dedupe   MANDT 0x1f SNDPRN 0x1f DOCNUM -> seq(8)
  *   bystate  state(1) seq(8)               -> "" (pending/failed/... in seq order)
- *   info     "format" -> u32, "next_seq" -> u64, "count.<state>" -> u64
- * Records are never deleted by this module (yet): quota covers them all.
+ *   info     "format" -> u32, "next_seq" -> u64, "count.<state>" -> u64,
+ *            "next_audit" -> u64, "next_run" -> u64
+ *   keystate business key                  -> seq + control fields (versioned)
+ *   links    "<party>:<number>"            -> value text
+ *   audit    id(8)                         -> audit entry (versioned)
+ *   auditbyseq seq(8) id(8)                -> "" (a record's audit entries)
+ *   runs     id(8)                         -> sync run (versioned)
+ * Records leave only through queue_prune (retention); the quota covers all.
  *
  * Format upgrade rule: QUEUE_FORMAT_VERSION is written to info/"format" when a
  * store is created and changes only when the layout or an encoding changes
  * incompatibly (additions old binaries can ignore, such as a new info key or a
- * new DBI, do not bump it). A binary opens stores of its own version. A store
+ * new DBI, do not bump it). Such additive DBIs (keystate, links, audit,
+ * auditbyseq, runs were added this way, still format 1) are created by a
+ * read-write open when missing; a readonly open reads a missing one as empty
+ * (it does not see one another process creates after it opened). An older
+ * format-1 binary never opens them, ignores them and keeps working: records,
+ * dedupe and counts mean the same to it, also after queue_prune. A new
+ * value encoding inside an existing DBI is versioned per value (its first
+ * byte) instead, and a binary refuses a value newer than it knows with
+ * QUEUE_ERR_VERSION. A binary opens stores of its own version. A store
  * of an OLDER version is migrated in place by a read-write open, in the open
  * transaction, before the version is rewritten (no older version exists yet).
  * A store of a NEWER version is refused with QUEUE_ERR_VERSION, by readonly
@@ -240,12 +254,141 @@ struct queue_change {
     uint32_t add_attempts;    /* added to attempts (1 after a failed try) */
     int64_t next_attempt_ms;  /* -1: keep; else set (0 = now) */
     const char *error;        /* NULL: keep; "": clear; else set (cut at 1 KiB) */
+    /* Delivery bookkeeping written in the SAME transaction as the state
+     * change, so that a crash can never leave them out of step: */
+    const char *applied_keys; /* NULL or space-separated business keys: for
+                                 each, the keystate becomes this record
+                                 (seq, mandt, sndprn, docnum, credat, cretim) */
+    const struct queue_link *links; /* link-store entries to put */
+    size_t nlinks;
 };
 
+/* ---- Delivery support (issue 4): keystate, links, audit, runs, retention --
+ *
+ * keystate: per business key, the last IDoc APPLIED to Dataverse, so that an
+ * older IDoc arriving later (a BD87 resend) is recognised as superseded.
+ * links: the vendor<->customer link store of the mapping engine
+ * (config/mapping.h "Vendor / customer linking"): key "<party>:<number>",
+ * value text. audit: an append-only log of delivery attempts, supersessions,
+ * warnings and sync runs; runs: one row per sync run.
+ *
+ * Business keys and link keys: 1..511 bytes (LMDB's key limit), no NUL.
+ * Every write below runs its own short write transaction on the caller's
+ * thread and never waits for the committer thread, so these functions may
+ * be called from a queue_list/queue_audit_list callback or a batch's done
+ * callback without deadlock (a long queue_prune there would stall ingest,
+ * though). A readonly handle refuses writes with QUEUE_ERR_INVALID. */
+
+#define QUEUE_LINK_VALUE_MAX 1024   /* bytes of a link value, without the NUL */
+
+/* The control fields are stored (up to 255 bytes each) and copied out cut
+ * to these buffers, NUL-terminated (SAP's own lengths are 3, 10, 16, 8, 6).
+ * keystate is never pruned: seq may name a record queue_prune removed. */
+struct queue_keystate {
+    uint64_t seq;
+    char mandt[8], sndprn[40], docnum[24], credat[12], cretim[8];
+};
+
+struct queue_link {
+    const char *key;   /* "vendor:0000100003" */
+    const char *value; /* opaque text owned by the mapping engine (<= 1 KiB) */
+};
+
+/* QUEUE_OK with *out filled, or QUEUE_ERR_NOTFOUND. Written only by
+ * queue_update (queue_change.applied_keys). */
+int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *out,
+                       char *err, size_t errlen);
+
+/* Link store: get copies the value into val, NUL-terminated
+ * (QUEUE_ERR_NOTFOUND when absent; QUEUE_ERR_INVALID when it does not fit:
+ * QUEUE_LINK_VALUE_MAX + 1 bytes always suffice); put stores (replaces) it in
+ * its own transaction (delivery normally puts links through
+ * queue_change.links instead). A value over QUEUE_LINK_VALUE_MAX bytes, a NULL
+ * value or a bad key is refused with QUEUE_ERR_INVALID, by queue_update too
+ * (then the whole call, before anything is written). Links are not subject
+ * to the quota (small, and delivery needs them). */
+int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
+                   char *err, size_t errlen);
+int queue_link_put(struct queue *q, const char *key, const char *value,
+                   char *err, size_t errlen);
+
+/* One audit entry. Strings may be NULL. */
+struct queue_audit {
+    uint64_t id;            /* assigned by queue_audit_append (increasing) */
+    int64_t time_ms;        /* 0: now */
+    const char *kind;       /* "attempt", "superseded", "warning", "run" */
+    uint64_t seq;           /* queue record, 0 if none */
+    const char *docnum;
+    const char *key;        /* business key */
+    const char *operation;  /* e.g. "PATCH accounts(mlc_sapvendorid='0000100003')" */
+    int http_status;        /* 0: transport error or not applicable */
+    const char *error_code; /* Dataverse's code ("0x80060891"), or NULL */
+    const char *message;    /* Dataverse's message, or a note */
+    int32_t duration_ms;
+    uint64_t run_id;        /* the sync run it belongs to, 0 if none */
+};
+
+/* Append entries in one transaction (ids assigned in order, written back
+ * into a[i].id — a is not const for that reason — once committed). Ids
+ * increase across calls and processes and are never reused, also after
+ * queue_prune. time_ms 0 is stored as now. Strings are cut (at a UTF-8
+ * character boundary) to: message 2 KiB, operation 512 B, key 512 B, kind,
+ * docnum and error_code 128 B; NULL strings read back as NULL. The audit is
+ * bookkeeping and gives way to the records: when the entries would take the
+ * store over its quota, nothing is written and QUEUE_ERR_QUOTA is returned
+ * (delivery should log that and go on). */
+int queue_audit_append(struct queue *q, struct queue_audit *a, size_t n, char *err, size_t errlen);
+
+/* Newest first (by id). seq != 0: only entries of that record (an index, no
+ * scan). before_id != 0: only ids below it (paging: pass the last id seen).
+ * At most limit (0 = all). The entry passed to cb is valid only during the
+ * call; cb returns non-zero to stop. One read transaction, as queue_list. */
+int queue_audit_list(struct queue *q, uint64_t seq, uint64_t before_id, size_t limit,
+                     int (*cb)(const struct queue_audit *a, void *ud), void *ud,
+                     char *err, size_t errlen);
+
+/* A sync run (issue 5 schedule; continuous delivery records runs too). */
+struct queue_run {
+    uint64_t id;            /* 0 in queue_run_put: assign a new id (written back) */
+    int64_t start_ms, end_ms; /* end 0: still running */
+    const char *trigger;    /* "continuous", "schedule", "admin", "startup" */
+    const char *result;     /* "running", "ok", "partial", "failed", "stopped" */
+    uint64_t delivered, failed, retried, superseded, ignored;
+};
+
+/* Insert (id 0: a new, increasing id, written back into r->id) or replace
+ * (id != 0: QUEUE_ERR_NOTFOUND when no run has it, e.g. pruned) a run.
+ * trigger and result are cut at 64 bytes; NULL reads back as NULL. */
+int queue_run_put(struct queue *q, struct queue_run *r, char *err, size_t errlen);
+/* Newest first, at most limit (0 = all). */
+int queue_runs_list(struct queue *q, size_t limit,
+                    int (*cb)(const struct queue_run *r, void *ud), void *ud,
+                    char *err, size_t errlen);
+
+/* Retention: delete delivered and ignored records with updated_ms <
+ * cutoff_ms (rec, doc, bystate and their dedupe entries; counts kept
+ * consistent; pending, inflight and failed records never), audit entries
+ * with time_ms < audit_cutoff_ms (with their auditbyseq entries) and finished
+ * runs (end_ms != 0) with end_ms < audit_cutoff_ms. A cutoff <= 0 prunes
+ * nothing of its kind. Keystate and links are never pruned (they are small
+ * and define order).
+ * Once a record is pruned its DOCNUM is forgotten: a later resend is stored
+ * as a new record, so keep records longer than SAP may resend (the
+ * keystate still recognises it as superseded when a newer IDoc was applied).
+ * Works in chunks of at most 5,000 deletions per write transaction (each
+ * chunk is consistent; the LMDB write lock, which ingest needs, is held only
+ * for the deletions, candidates are found in read transactions). *records
+ * gets the records removed, *audit the audit entries plus runs removed (on
+ * error: how many went before it); either may be NULL. */
+int queue_prune(struct queue *q, int64_t cutoff_ms, int64_t audit_cutoff_ms,
+                size_t *records, size_t *audit, char *err, size_t errlen);
+
 /* Apply changes in one write transaction, exactly as given (no implicit
- * resets). Records not in their from_state are skipped and not counted; an
- * unknown seq fails the call (QUEUE_ERR_NOTFOUND, nothing applied).
- * changed may be NULL. */
+ * resets). Records not in their from_state are skipped and not counted, and
+ * their applied_keys and links are NOT written; an unknown seq fails the call
+ * (QUEUE_ERR_NOTFOUND, nothing applied, no keystate or link either). A
+ * business key over 511 bytes or a bad link fails the call with
+ * QUEUE_ERR_INVALID before anything is written. changed may be NULL. */
 int queue_update(struct queue *q, const struct queue_change *c, size_t n,
                  size_t *changed, char *err, size_t errlen);
 

@@ -1349,6 +1349,1086 @@ static void test_crash_safety(void **state)
     free(acks);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Delivery support: keystate, links, audit, runs, retention                 */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Entries of a DBI by raw LMDB (the store must not be open in this process):
+ * -1 when the DBI does not exist. */
+static long raw_entries(const struct fx *f, const char *db)
+{
+    char path[600];
+    store_path(f, path, sizeof path);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_stat st;
+    long n = -1;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_open(env, path, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    int rc = mdb_dbi_open(txn, db, 0, &dbi);
+    if (rc == 0) {
+        assert_int_equal(mdb_stat(txn, dbi, &st), 0);
+        n = (long)st.ms_entries;
+    } else {
+        assert_int_equal(rc, MDB_NOTFOUND);
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return n;
+}
+
+static void deliver(struct queue *q, uint64_t seq, const char *keys)
+{
+    char err[256];
+    size_t changed;
+    struct queue_change c = { .seq = seq, .from_state = -1, .to_state = QUEUE_DELIVERED,
+                              .next_attempt_ms = -1, .applied_keys = keys };
+    assert_int_equal(queue_update(q, &c, 1, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 1);
+}
+
+static void test_keystate_update(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256], val[QUEUE_LINK_VALUE_MAX + 1];
+    size_t changed;
+    uint64_t s1, s2, s3;
+    assert_int_equal(append1(q, "K1", 300, QUEUE_PENDING, &s1, NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "K2", 300, QUEUE_PENDING, &s2, NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "K3", 300, QUEUE_PENDING, &s3, NULL), QUEUE_OK);
+    assert_int_equal(queue_set_state(q, &s1, 1, QUEUE_PENDING, QUEUE_INFLIGHT, &changed, err,
+                                     sizeof err), QUEUE_OK);
+
+    struct queue_keystate ks;
+    assert_int_equal(queue_keystate_get(q, "vendor:0000100003", &ks, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+
+    /* Delivered: keystate and links in the same txn as the state change
+     * (extra blanks between keys are fine). */
+    const struct queue_link l1[] = {
+        { "vendor:0000100003", "0000200001\t1\t0" },
+        { "customer:0000200001", "0000100003\t1\t0" },
+    };
+    struct queue_change c = { .seq = s1, .from_state = QUEUE_INFLIGHT,
+                              .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+                              .applied_keys = " vendor:0000100003  contact:0000152955 ",
+                              .links = l1, .nlinks = 2 };
+    uint64_t commits = queue_commit_count(q);
+    assert_int_equal(queue_update(q, &c, 1, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 1);
+    assert_int_equal(queue_commit_count(q), commits + 1); /* one txn for all of it */
+    const char *keys[] = { "vendor:0000100003", "contact:0000152955" };
+    for (int i = 0; i < 2; i++) {
+        memset(&ks, 0x55, sizeof ks);
+        assert_int_equal(queue_keystate_get(q, keys[i], &ks, err, sizeof err), QUEUE_OK);
+        assert_int_equal(ks.seq, s1);
+        assert_string_equal(ks.mandt, "100");
+        assert_string_equal(ks.sndprn, "SAPECC");
+        assert_string_equal(ks.docnum, "K1");
+        assert_string_equal(ks.credat, "20240131");
+        assert_string_equal(ks.cretim, "235959");
+    }
+    assert_int_equal(queue_keystate_get(q, "vendor", &ks, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_link_get(q, "vendor:0000100003", val, sizeof val, err, sizeof err),
+                     QUEUE_OK);
+    assert_string_equal(val, "0000200001\t1\t0");
+    assert_int_equal(queue_link_get(q, "customer:0000200001", val, sizeof val, err,
+                                    sizeof err), QUEUE_OK);
+    assert_string_equal(val, "0000100003\t1\t0");
+
+    /* from_state does not match (K2 is pending): nothing is written, not
+     * even the bookkeeping, and no commit happens. */
+    const struct queue_link lx = { "vendor:X", "x\t0\t0" };
+    c = (struct queue_change){ .seq = s2, .from_state = QUEUE_INFLIGHT,
+                               .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+                               .applied_keys = "vendor:0000100003 vendor:X",
+                               .links = &lx, .nlinks = 1 };
+    commits = queue_commit_count(q);
+    assert_int_equal(queue_update(q, &c, 1, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 0);
+    assert_int_equal(queue_commit_count(q), commits);
+    assert_int_equal(queue_keystate_get(q, "vendor:0000100003", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, s1);
+    assert_int_equal(queue_keystate_get(q, "vendor:X", &ks, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_link_get(q, "vendor:X", val, sizeof val, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+
+    /* An unknown seq in the call: nothing at all, bookkeeping included. */
+    struct queue_change two[2] = {
+        { .seq = s2, .from_state = -1, .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+          .applied_keys = "vendor:Y", .links = &lx, .nlinks = 1 },
+        { .seq = 999, .from_state = -1, .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1 },
+    };
+    assert_int_equal(queue_update(q, two, 2, &changed, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_keystate_get(q, "vendor:Y", &ks, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_link_get(q, "vendor:X", val, sizeof val, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    struct queue_record *r;
+    assert_int_equal(queue_get(q, s2, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->state, QUEUE_PENDING);
+    queue_record_free(r);
+
+    /* Two changes, one applied: only its keys move. */
+    two[0] = (struct queue_change){ .seq = s2, .from_state = QUEUE_PENDING,
+                                    .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+                                    .applied_keys = "vendor:0000100003" };
+    two[1] = (struct queue_change){ .seq = s3, .from_state = QUEUE_INFLIGHT,
+                                    .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+                                    .applied_keys = "customer:Z" };
+    assert_int_equal(queue_update(q, two, 2, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(changed, 1);
+    assert_int_equal(queue_keystate_get(q, "vendor:0000100003", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, s2);
+    assert_string_equal(ks.docnum, "K2");
+    assert_int_equal(queue_keystate_get(q, "contact:0000152955", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, s1);
+    assert_int_equal(queue_keystate_get(q, "customer:Z", &ks, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+
+    /* Refused before the txn: a key over LMDB's limit, a bad link. */
+    char longkey[600];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    char bigval[QUEUE_LINK_VALUE_MAX + 2];
+    memset(bigval, 'v', sizeof bigval - 1);
+    bigval[sizeof bigval - 1] = '\0';
+    const struct queue_link bad[] = { { "vendor:B", bigval }, { "", "x" },
+                                      { "vendor:C", NULL }, { longkey, "x" } };
+    c = (struct queue_change){ .seq = s3, .from_state = -1, .to_state = QUEUE_DELIVERED,
+                               .next_attempt_ms = -1, .applied_keys = longkey };
+    assert_int_equal(queue_update(q, &c, 1, &changed, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_non_null(strstr(err, "business key"));
+    c.applied_keys = "vendor:B";
+    for (int i = 0; i < 4; i++) {
+        c.links = &bad[i];
+        c.nlinks = 1;
+        assert_int_equal(queue_update(q, &c, 1, &changed, err, sizeof err), QUEUE_ERR_INVALID);
+    }
+    c.links = NULL;
+    assert_int_equal(queue_update(q, &c, 1, &changed, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_get(q, s3, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->state, QUEUE_PENDING);
+    queue_record_free(r);
+    assert_int_equal(queue_keystate_get(q, "vendor:B", &ks, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_keystate_get(q, "", &ks, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_keystate_get(q, longkey, &ks, err, sizeof err), QUEUE_ERR_NOTFOUND);
+
+    /* Control fields longer than the struct's buffers come back cut. */
+    struct queue_item it;
+    item_init(&it, "SNDPRN-OF-SIXTY-BYTES-SNDPRN-OF-SIXTY-BYTES-SNDPRN-OF-SIXTY-B", "K4", 100,
+              QUEUE_PENDING);
+    assert_int_equal(queue_append(q, &it, 1, NULL, err, sizeof err), QUEUE_OK);
+    deliver(q, it.seq, "vendor:LONG");
+    assert_int_equal(queue_keystate_get(q, "vendor:LONG", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, it.seq);
+    assert_int_equal(strlen(ks.sndprn), sizeof ks.sndprn - 1);
+    assert_memory_equal(ks.sndprn, it.sndprn, sizeof ks.sndprn - 1);
+    item_free(&it);
+    assert_consistent(q);
+    queue_close(q);
+
+    /* Durable like the state change. */
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_keystate_get(q, "vendor:0000100003", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, s2);
+    assert_int_equal(queue_link_get(q, "customer:0000200001", val, sizeof val, err,
+                                    sizeof err), QUEUE_OK);
+    queue_close(q);
+}
+
+static void test_links(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256], val[QUEUE_LINK_VALUE_MAX + 1];
+    assert_int_equal(queue_link_get(q, "vendor:1", val, sizeof val, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_non_null(strstr(err, "vendor:1"));
+    assert_int_equal(queue_link_put(q, "vendor:1", "0000200001\t0\t0", err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_link_get(q, "vendor:1", val, sizeof val, err, sizeof err), QUEUE_OK);
+    assert_string_equal(val, "0000200001\t0\t0");
+    assert_int_equal(queue_link_put(q, "vendor:1", "0000200001\t1\t1", err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_link_get(q, "vendor:1", val, sizeof val, err, sizeof err), QUEUE_OK);
+    assert_string_equal(val, "0000200001\t1\t1");
+    assert_int_equal(queue_link_get(q, "vendor:2", val, sizeof val, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+
+    /* The limit exactly, then one byte over. */
+    char big[QUEUE_LINK_VALUE_MAX + 2];
+    memset(big, 'v', sizeof big - 1);
+    big[QUEUE_LINK_VALUE_MAX] = '\0';
+    assert_int_equal(queue_link_put(q, "vendor:big", big, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_link_get(q, "vendor:big", val, sizeof val, err, sizeof err), QUEUE_OK);
+    assert_int_equal(strlen(val), QUEUE_LINK_VALUE_MAX);
+    big[QUEUE_LINK_VALUE_MAX] = 'v';
+    big[QUEUE_LINK_VALUE_MAX + 1] = '\0';
+    assert_int_equal(queue_link_put(q, "vendor:big", big, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_non_null(strstr(err, "longer than 1024"));
+    assert_int_equal(queue_link_get(q, "vendor:big", val, sizeof val, err, sizeof err), QUEUE_OK);
+    assert_int_equal(strlen(val), QUEUE_LINK_VALUE_MAX); /* unchanged */
+
+    /* A buffer too small is refused, an exact one works. */
+    char small[15];
+    assert_int_equal(queue_link_get(q, "vendor:1", small, 14, err, sizeof err),
+                     QUEUE_ERR_INVALID);
+    assert_int_equal(queue_link_get(q, "vendor:1", small, 15, err, sizeof err), QUEUE_OK);
+    assert_string_equal(small, "0000200001\t1\t1");
+
+    /* Empty value fine; bad keys and NULL value refused. */
+    assert_int_equal(queue_link_put(q, "vendor:empty", "", err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_link_get(q, "vendor:empty", val, sizeof val, err, sizeof err),
+                     QUEUE_OK);
+    assert_string_equal(val, "");
+    char longkey[600];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    assert_int_equal(queue_link_put(q, "", "x", err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_link_put(q, NULL, "x", err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_link_put(q, "vendor:3", NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_link_put(q, longkey, "x", err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_link_get(q, longkey, val, sizeof val, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_link_get(q, "", val, sizeof val, err, sizeof err), QUEUE_ERR_INVALID);
+    queue_close(q);
+}
+
+struct acoll {
+    uint64_t ids[64], seqs[64];
+    size_t n, stop_after;
+    uint64_t want_id;     /* copy this entry's fields */
+    struct queue_audit got;
+    char kind[64], docnum[64], key[600], op[600], code[64], msg[4096];
+    int null_mask;        /* bit i: string i was NULL */
+};
+
+static int acoll_cb(const struct queue_audit *a, void *ud)
+{
+    struct acoll *c = ud;
+    if (c->n < 64) {
+        c->ids[c->n] = a->id;
+        c->seqs[c->n] = a->seq;
+    }
+    c->n++;
+    if (a->id == c->want_id) {
+        c->got = *a;
+        const char *s[] = { a->kind, a->docnum, a->key, a->operation, a->error_code, a->message };
+        char *d[] = { c->kind, c->docnum, c->key, c->op, c->code, c->msg };
+        size_t cap[] = { sizeof c->kind, sizeof c->docnum, sizeof c->key, sizeof c->op,
+                         sizeof c->code, sizeof c->msg };
+        c->null_mask = 0;
+        for (int i = 0; i < 6; i++) {
+            if (!s[i])
+                c->null_mask |= 1 << i;
+            snprintf(d[i], cap[i], "%s", s[i] ? s[i] : "");
+        }
+        c->got.kind = c->got.docnum = c->got.key = NULL;
+        c->got.operation = c->got.error_code = c->got.message = NULL;
+    }
+    return c->stop_after && c->n >= c->stop_after;
+}
+
+static struct acoll *alist(struct queue *q, uint64_t seq, uint64_t before, size_t limit,
+                           uint64_t want_id)
+{
+    static struct acoll c;
+    char err[256];
+    memset(&c, 0, sizeof c);
+    c.want_id = want_id;
+    int rc = queue_audit_list(q, seq, before, limit, acoll_cb, &c, err, sizeof err);
+    if (rc != QUEUE_OK)
+        print_error("queue_audit_list: %s\n", err);
+    assert_int_equal(rc, QUEUE_OK);
+    return &c;
+}
+
+static void assert_ids(const struct acoll *c, const uint64_t *want, size_t n)
+{
+    assert_int_equal(c->n, n);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(c->ids[i], want[i]);
+}
+
+static void test_audit(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    assert_ids(alist(q, 0, 0, 0, 0), NULL, 0);
+
+    int64_t t0 = wall_ms();
+    struct queue_audit a[5] = {
+        { .time_ms = 1700000000123, .kind = "attempt", .seq = 1, .docnum = "0000000000123456",
+          .key = "vendor:0000100003",
+          .operation = "PATCH accounts(mlc_sapvendorid='0000100003')", .http_status = 412,
+          .error_code = "0x80060891", .message = "A record with matching key values already exists.",
+          .duration_ms = 187, .run_id = 7 },
+        { .kind = "attempt", .seq = 1, .http_status = 0, .message = "connection refused",
+          .duration_ms = -1 },
+        { .kind = "superseded", .seq = 2, .docnum = "", .message = "" },
+        { .kind = "run" },
+        { .kind = "warning", .seq = 1, .http_status = -3 },
+    };
+    assert_int_equal(queue_audit_append(q, a, 5, err, sizeof err), QUEUE_OK);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(a[i].id, (uint64_t)i + 1);
+    struct queue_audit b[3] = { { .kind = "attempt", .seq = 2 }, { .kind = "attempt" },
+                                { .kind = "attempt", .seq = 1 } };
+    assert_int_equal(queue_audit_append(q, b, 3, err, sizeof err), QUEUE_OK);
+    assert_int_equal(b[0].id, 6);
+    assert_int_equal(b[2].id, 8);
+    assert_int_equal(queue_audit_append(q, b, 0, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_audit_append(q, NULL, 1, err, sizeof err), QUEUE_ERR_INVALID);
+
+    /* All, newest first; every field round-trips. */
+    const uint64_t all[] = { 8, 7, 6, 5, 4, 3, 2, 1 };
+    struct acoll *c = alist(q, 0, 0, 0, 1);
+    assert_ids(c, all, 8);
+    assert_int_equal(c->got.id, 1);
+    assert_int_equal(c->got.time_ms, 1700000000123);
+    assert_int_equal(c->got.seq, 1);
+    assert_int_equal(c->got.http_status, 412);
+    assert_int_equal(c->got.duration_ms, 187);
+    assert_int_equal(c->got.run_id, 7);
+    assert_string_equal(c->kind, "attempt");
+    assert_string_equal(c->docnum, "0000000000123456");
+    assert_string_equal(c->key, "vendor:0000100003");
+    assert_string_equal(c->op, "PATCH accounts(mlc_sapvendorid='0000100003')");
+    assert_string_equal(c->code, "0x80060891");
+    assert_string_equal(c->msg, "A record with matching key values already exists.");
+    assert_int_equal(c->null_mask, 0);
+    /* time 0 is now; NULL stays NULL, "" stays "". */
+    c = alist(q, 0, 0, 0, 2);
+    assert_true(c->got.time_ms >= t0 && c->got.time_ms <= wall_ms());
+    assert_int_equal(c->got.duration_ms, -1);
+    assert_int_equal(c->null_mask, (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4));
+    c = alist(q, 0, 0, 0, 3);
+    assert_int_equal(c->null_mask, (1 << 2) | (1 << 3) | (1 << 4));
+    c = alist(q, 0, 0, 0, 5);
+    assert_int_equal(c->got.http_status, -3);
+
+    /* By record, through the index. */
+    const uint64_t s1[] = { 8, 5, 2, 1 }, s2[] = { 6, 3 };
+    assert_ids(alist(q, 1, 0, 0, 0), s1, 4);
+    assert_ids(alist(q, 2, 0, 0, 0), s2, 2);
+    assert_ids(alist(q, 3, 0, 0, 0), NULL, 0);
+    assert_ids(alist(q, UINT64_MAX, 0, 0, 0), NULL, 0);
+
+    /* Paging: pass the last id seen as before_id. */
+    const uint64_t p1[] = { 8, 7, 6 }, p2[] = { 5, 4, 3 }, p3[] = { 2, 1 };
+    assert_ids(alist(q, 0, 0, 3, 0), p1, 3);
+    assert_ids(alist(q, 0, 6, 3, 0), p2, 3);
+    assert_ids(alist(q, 0, 3, 3, 0), p3, 2);
+    assert_ids(alist(q, 0, 1, 3, 0), NULL, 0);
+    assert_ids(alist(q, 0, 100, 2, 0), p1, 2);
+    const uint64_t q1[] = { 8, 5 }, q2[] = { 2, 1 }, q3[] = { 5, 2 };
+    assert_ids(alist(q, 1, 0, 2, 0), q1, 2);
+    assert_ids(alist(q, 1, 5, 2, 0), q2, 2);
+    assert_ids(alist(q, 1, 8, 2, 0), q3, 2);
+    assert_ids(alist(q, 2, 3, 0, 0), NULL, 0);
+    /* The callback stops the listing. */
+    c = alist(q, 0, 0, 0, 0);
+    memset(c, 0, sizeof *c);
+    c->stop_after = 2;
+    assert_int_equal(queue_audit_list(q, 0, 0, 0, acoll_cb, c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c->n, 2);
+
+    /* Caps: message 2 KiB, operation 512 B; never inside a UTF-8 character. */
+    char *msg = malloc(5000), *op = malloc(1000), *cut = malloc(2100);
+    memset(msg, 'm', 4999);
+    msg[4999] = '\0';
+    memset(op, 'o', 999);
+    op[999] = '\0';
+    memset(cut, 'a', 2047);
+    memcpy(cut + 2047, "\xc3\xa9zz", 5); /* U+00E9 across the 2 KiB mark */
+    struct queue_audit big[2] = { { .kind = "attempt", .operation = op, .message = msg },
+                                  { .kind = "attempt", .message = cut } };
+    assert_int_equal(queue_audit_append(q, big, 2, err, sizeof err), QUEUE_OK);
+    c = alist(q, 0, 0, 0, big[0].id);
+    assert_int_equal(strlen(c->msg), 2048);
+    assert_int_equal(strlen(c->op), 512);
+    c = alist(q, 0, 0, 0, big[1].id);
+    assert_int_equal(strlen(c->msg), 2047);
+    free(msg);
+    free(op);
+    free(cut);
+
+    /* Ids keep growing across a reopen. */
+    queue_close(q);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    struct queue_audit one = { .kind = "run" };
+    assert_int_equal(queue_audit_append(q, &one, 1, err, sizeof err), QUEUE_OK);
+    assert_int_equal(one.id, 11);
+    queue_close(q);
+}
+
+static void test_audit_quota(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 2 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    /* Fill the store to its quota with records. */
+    int n = 0, rc;
+    do {
+        char d[16];
+        snprintf(d, sizeof d, "AQ%04d", n++);
+        rc = append1(q, d, 160 * 1024, QUEUE_PENDING, NULL, NULL);
+    } while (rc == QUEUE_OK && n < 1000);
+    assert_int_equal(rc, QUEUE_ERR_QUOTA);
+    /* A large audit batch would go over: refused whole, no id used. */
+    static struct queue_audit a[200];
+    char msg[2048];
+    memset(msg, 'x', sizeof msg - 1);
+    msg[sizeof msg - 1] = '\0';
+    for (int i = 0; i < 200; i++)
+        a[i] = (struct queue_audit){ .kind = "attempt", .seq = 1, .message = msg };
+    assert_int_equal(queue_audit_append(q, a, 200, err, sizeof err), QUEUE_ERR_QUOTA);
+    assert_non_null(strstr(err, "audit not written"));
+    assert_int_equal(a[0].id, 0);
+    assert_ids(alist(q, 0, 0, 0, 0), NULL, 0);
+    /* Bookkeeping that delivery needs is not refused. */
+    assert_int_equal(queue_link_put(q, "vendor:1", "x", err, sizeof err), QUEUE_OK);
+    deliver(q, 1, "vendor:1");
+    struct queue_run r = { .trigger = "continuous", .result = "running" };
+    assert_int_equal(queue_run_put(q, &r, err, sizeof err), QUEUE_OK);
+    /* Pruning makes room again. */
+    size_t nrec, naud;
+    assert_int_equal(queue_prune(q, wall_ms() + 1000, 0, &nrec, &naud, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(nrec, 1);
+    assert_int_equal(naud, 0);
+    struct queue_audit small = { .kind = "warning", .seq = 1, .message = "pruned" };
+    assert_int_equal(queue_audit_append(q, &small, 1, err, sizeof err), QUEUE_OK);
+    assert_int_equal(small.id, 1);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+struct rcoll {
+    uint64_t ids[16];
+    struct queue_run first;
+    char trigger[128], result[128];
+    int result_null;
+    size_t n;
+};
+
+static int rcoll_cb(const struct queue_run *r, void *ud)
+{
+    struct rcoll *c = ud;
+    if (c->n == 0) {
+        c->first = *r;
+        snprintf(c->trigger, sizeof c->trigger, "%s", r->trigger ? r->trigger : "");
+        snprintf(c->result, sizeof c->result, "%s", r->result ? r->result : "");
+        c->result_null = !r->result;
+        c->first.trigger = c->first.result = NULL;
+    }
+    if (c->n < 16)
+        c->ids[c->n] = r->id;
+    c->n++;
+    return 0;
+}
+
+static void test_runs(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    struct rcoll c = { 0 };
+    assert_int_equal(queue_runs_list(q, 0, rcoll_cb, &c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c.n, 0);
+
+    struct queue_run r1 = { .start_ms = 1000, .trigger = "schedule", .result = "running" };
+    struct queue_run r2 = { .start_ms = 2000, .trigger = "admin", .result = "running" };
+    assert_int_equal(queue_run_put(q, &r1, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_run_put(q, &r2, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r1.id, 1);
+    assert_int_equal(r2.id, 2);
+
+    /* Finish run 1 (replace by id). */
+    r1.end_ms = 1500;
+    r1.result = "partial";
+    r1.delivered = 10, r1.failed = 2, r1.retried = 3, r1.superseded = 4, r1.ignored = 5;
+    assert_int_equal(queue_run_put(q, &r1, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r1.id, 1);
+
+    c = (struct rcoll){ 0 };
+    assert_int_equal(queue_runs_list(q, 0, rcoll_cb, &c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.ids[0], 2);
+    assert_int_equal(c.ids[1], 1);
+    assert_string_equal(c.trigger, "admin");
+    assert_int_equal(c.first.end_ms, 0);
+
+    c = (struct rcoll){ 0 };
+    r2.end_ms = 2500;
+    r2.result = NULL;
+    char longtrig[200];
+    memset(longtrig, 't', sizeof longtrig - 1);
+    longtrig[sizeof longtrig - 1] = '\0';
+    r2.trigger = longtrig;
+    r2.delivered = UINT64_MAX;
+    assert_int_equal(queue_run_put(q, &r2, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_runs_list(q, 1, rcoll_cb, &c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.first.id, 2);
+    assert_int_equal(c.first.start_ms, 2000);
+    assert_int_equal(c.first.end_ms, 2500);
+    assert_int_equal(c.first.delivered, UINT64_MAX);
+    assert_int_equal(strlen(c.trigger), 64);
+    assert_int_equal(c.result_null, 1);
+
+    /* Replacing an id that does not exist. */
+    struct queue_run ghost = { .id = 99, .trigger = "admin" };
+    assert_int_equal(queue_run_put(q, &ghost, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_non_null(strstr(err, "99"));
+    assert_int_equal(queue_run_put(q, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+
+    c = (struct rcoll){ 0 };
+    assert_int_equal(queue_runs_list(q, 0, rcoll_cb, &c, err, sizeof err), QUEUE_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(c.ids[1], 1);
+    /* New ids continue after a reopen. */
+    queue_close(q);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    struct queue_run r3 = { .start_ms = 3000, .trigger = "startup", .result = "running" };
+    assert_int_equal(queue_run_put(q, &r3, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r3.id, 3);
+    queue_close(q);
+}
+
+static int rec_find_cb(const struct queue_run *r, void *ud)
+{
+    struct queue_run *want = ud;
+    if (r->id == want->id) {
+        want->end_ms = r->end_ms;
+        want->delivered = r->delivered;
+        want->failed = r->failed;
+        want->retried = r->retried;
+        want->superseded = r->superseded;
+        want->ignored = r->ignored;
+        return 1;
+    }
+    return 0;
+}
+
+static void test_run_fields(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    struct queue_run r = { .start_ms = 1, .trigger = "schedule", .result = "running" };
+    struct queue_run other = { .start_ms = 2, .trigger = "admin" };
+    assert_int_equal(queue_run_put(q, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_run_put(q, &other, err, sizeof err), QUEUE_OK);
+    r.end_ms = 9, r.delivered = 1, r.failed = 2, r.retried = 3, r.superseded = 4, r.ignored = 5;
+    assert_int_equal(queue_run_put(q, &r, err, sizeof err), QUEUE_OK);
+    struct queue_run got = { .id = r.id };
+    assert_int_equal(queue_runs_list(q, 0, rec_find_cb, &got, err, sizeof err), QUEUE_OK);
+    assert_int_equal(got.end_ms, 9);
+    assert_int_equal(got.delivered, 1);
+    assert_int_equal(got.failed, 2);
+    assert_int_equal(got.retried, 3);
+    assert_int_equal(got.superseded, 4);
+    assert_int_equal(got.ignored, 5);
+    queue_close(q);
+}
+
+/* ---- retention ---------------------------------------------------------- */
+
+static void test_prune(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    size_t changed, nrec, naud;
+    /* Old: OD1..OD4 delivered, OI1..OI2 ignored, OP pending, OF failed,
+     * OX inflight. */
+    uint64_t od[4], oi[2], op, of, ox;
+    for (int i = 0; i < 4; i++) {
+        char d[16];
+        snprintf(d, sizeof d, "OD%d", i + 1);
+        assert_int_equal(append1(q, d, 5000, QUEUE_PENDING, &od[i], NULL), QUEUE_OK);
+        deliver(q, od[i], "vendor:0000100003");
+    }
+    assert_int_equal(append1(q, "OI1", 300, QUEUE_IGNORED, &oi[0], NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "OI2", 300, QUEUE_IGNORED, &oi[1], NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "OP", 300, QUEUE_PENDING, &op, NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "OF", 300, QUEUE_PENDING, &of, NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "OX", 300, QUEUE_PENDING, &ox, NULL), QUEUE_OK);
+    assert_int_equal(queue_set_state(q, &of, 1, -1, QUEUE_FAILED, &changed, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(queue_set_state(q, &ox, 1, -1, QUEUE_INFLIGHT, &changed, err, sizeof err),
+                     QUEUE_OK);
+    /* Audit: old entries (explicit old times) and current ones; runs. */
+    struct queue_audit a[6] = {
+        { .time_ms = 1000, .kind = "attempt", .seq = od[0] },
+        { .time_ms = 2000, .kind = "attempt", .seq = op },
+        { .time_ms = 3000, .kind = "run" },
+        { .kind = "attempt", .seq = od[0] },
+        { .kind = "attempt", .seq = op },
+        { .time_ms = 4000, .kind = "attempt", .seq = od[0] },
+    };
+    assert_int_equal(queue_audit_append(q, a, 6, err, sizeof err), QUEUE_OK);
+    struct queue_run r_old = { .start_ms = 500, .end_ms = 1000, .trigger = "schedule",
+                               .result = "ok" };
+    struct queue_run r_running = { .start_ms = 500, .trigger = "continuous",
+                                   .result = "running" };
+    struct queue_run r_new = { .start_ms = wall_ms(), .end_ms = wall_ms(), .trigger = "admin",
+                               .result = "ok" };
+    assert_int_equal(queue_run_put(q, &r_old, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_run_put(q, &r_running, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_run_put(q, &r_new, err, sizeof err), QUEUE_OK);
+
+    usleep(20000);
+    int64_t cutoff = wall_ms();
+    usleep(20000);
+    /* New: ND delivered and NI ignored after the cutoff; OD4 touched again
+     * (a failed-again-then-delivered record is as new as its last change). */
+    uint64_t nd, ni;
+    assert_int_equal(append1(q, "ND", 300, QUEUE_PENDING, &nd, NULL), QUEUE_OK);
+    deliver(q, nd, NULL);
+    assert_int_equal(append1(q, "NI", 300, QUEUE_IGNORED, &ni, NULL), QUEUE_OK);
+    deliver(q, od[3], NULL);
+
+    struct queue_stats before, after;
+    assert_int_equal(queue_stats(q, &before, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_prune(q, cutoff, 3500, &nrec, &naud, err, sizeof err), QUEUE_OK);
+    assert_int_equal(nrec, 5);     /* OD1-3, OI1-2 */
+    assert_int_equal(naud, 3 + 1); /* audit at 1000, 2000, 3000; the run ended at 1000 */
+    assert_int_equal(queue_stats(q, &after, err, sizeof err), QUEUE_OK);
+    assert_int_equal(after.count[QUEUE_DELIVERED], 2); /* OD4, ND */
+    assert_int_equal(after.count[QUEUE_IGNORED], 1);   /* NI */
+    assert_int_equal(after.count[QUEUE_PENDING], 1);
+    assert_int_equal(after.count[QUEUE_FAILED], 1);
+    assert_int_equal(after.count[QUEUE_INFLIGHT], 1);
+    assert_int_equal(after.next_seq, before.next_seq);
+    assert_true(after.used_bytes <= before.used_bytes);
+    assert_consistent(q);
+
+    struct queue_record *r;
+    uint64_t gone[] = { od[0], od[1], od[2], oi[0], oi[1] };
+    const char *gone_doc[] = { "OD1", "OD2", "OD3", "OI1", "OI2" };
+    for (int i = 0; i < 5; i++) {
+        uint64_t seq;
+        assert_int_equal(queue_get(q, gone[i], 1, &r, err, sizeof err), QUEUE_ERR_NOTFOUND);
+        assert_int_equal(queue_find(q, "100", "SAPECC", gone_doc[i], &seq, err, sizeof err),
+                         QUEUE_ERR_NOTFOUND);
+    }
+    uint64_t kept[] = { od[3], op, of, ox, nd, ni };
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(queue_get(q, kept[i], 1, &r, err, sizeof err), QUEUE_OK);
+        queue_record_free(r);
+    }
+    /* Keystate is kept, even though it names a pruned record. */
+    struct queue_keystate ks;
+    assert_int_equal(queue_keystate_get(q, "vendor:0000100003", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, od[3]);
+
+    /* Audit: the old ones are gone, index entries included (a dangling
+     * auditbyseq entry would make listing by seq fail). */
+    const uint64_t left[] = { 6, 5, 4 }, left_od1[] = { 6, 4 }, left_op[] = { 5 };
+    assert_ids(alist(q, 0, 0, 0, 0), left, 3);
+    assert_ids(alist(q, od[0], 0, 0, 0), left_od1, 2);
+    assert_ids(alist(q, op, 0, 0, 0), left_op, 1);
+    struct rcoll rc = { 0 };
+    assert_int_equal(queue_runs_list(q, 0, rcoll_cb, &rc, err, sizeof err), QUEUE_OK);
+    assert_int_equal(rc.n, 2);
+    assert_int_equal(rc.ids[0], r_new.id);
+    assert_int_equal(rc.ids[1], r_running.id);
+
+    /* Again: nothing more to do, and no commit for it. */
+    uint64_t commits = queue_commit_count(q);
+    assert_int_equal(queue_prune(q, cutoff, 3500, &nrec, &naud, err, sizeof err), QUEUE_OK);
+    assert_int_equal(nrec, 0);
+    assert_int_equal(naud, 0);
+    assert_int_equal(queue_commit_count(q), commits);
+    /* Cutoffs <= 0 prune nothing. */
+    assert_int_equal(queue_prune(q, 0, -5, &nrec, NULL, err, sizeof err), QUEUE_OK);
+    assert_int_equal(nrec, 0);
+
+    /* A resend of a pruned DOCNUM is a new record now. */
+    uint64_t seq;
+    int dup;
+    assert_int_equal(append1(q, "OD1", 5000, QUEUE_PENDING, &seq, &dup), QUEUE_OK);
+    assert_int_equal(dup, 0);
+    assert_int_equal(seq, before.next_seq);
+    assert_int_equal(queue_find(q, "100", "SAPECC", "OD1", &seq, err, sizeof err), QUEUE_OK);
+    assert_int_equal(seq, before.next_seq);
+    /* Audit ids keep growing after a prune. */
+    struct queue_audit more = { .kind = "attempt", .seq = seq };
+    assert_int_equal(queue_audit_append(q, &more, 1, err, sizeof err), QUEUE_OK);
+    assert_int_equal(more.id, 7);
+    assert_consistent(q);
+    queue_close(q);
+
+    /* Raw view: rec, doc, bystate and dedupe hold the same records. */
+    long nr = raw_entries(f, "rec");
+    assert_int_equal(nr, 7);
+    assert_int_equal(raw_entries(f, "doc"), nr);
+    assert_int_equal(raw_entries(f, "bystate"), nr);
+    assert_int_equal(raw_entries(f, "dedupe"), nr);
+    assert_int_equal(raw_entries(f, "auditbyseq"), 4); /* ids 4, 5, 6 and 7 */
+
+    /* A dedupe entry that names another seq is not the record's to remove. */
+    const char nd_key[] = "100\x1f" "SAPECC\x1f" "ND";
+    const unsigned char other[8] = { 0, 0, 0, 0, 0, 0, 0x03, 0xe7 }; /* 999 */
+    raw_put(f, "dedupe", nd_key, sizeof nd_key - 1, other, 8);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    assert_int_equal(queue_prune(q, wall_ms() + 1000, 0, &nrec, &naud, err, sizeof err),
+                     QUEUE_OK);
+    assert_int_equal(nrec, 3); /* OD4, ND, NI */
+    assert_int_equal(queue_find(q, "100", "SAPECC", "ND", &seq, err, sizeof err), QUEUE_OK);
+    assert_int_equal(seq, 999);
+    assert_int_equal(queue_find(q, "100", "SAPECC", "NI", &seq, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_consistent(q);
+    queue_close(q);
+}
+
+/* More than one chunk of everything: each chunk its own bounded txn. */
+static void test_prune_chunks(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 256 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    enum { NREC = 5600, PER = 700, NAUD = 5100 };
+    static struct queue_item items[PER];
+    static char docs[PER][16];
+    for (int b = 0; b < NREC / PER; b++) {
+        for (int i = 0; i < PER; i++) {
+            snprintf(docs[i], sizeof docs[i], "PC%06d", b * PER + i);
+            items[i] = (struct queue_item){ .mandt = "100", .sndprn = "SAPECC",
+                                            .docnum = docs[i], .xml = "<x/>", .xml_len = 4,
+                                            .state = i % 50 ? QUEUE_PENDING : QUEUE_IGNORED };
+        }
+        assert_int_equal(queue_append(q, items, PER, NULL, err, sizeof err), QUEUE_OK);
+    }
+    size_t changed;
+    assert_int_equal(queue_move_all(q, QUEUE_PENDING, QUEUE_DELIVERED, &changed, err,
+                                    sizeof err), QUEUE_OK);
+    assert_int_equal(changed, NREC - NREC / 50);
+    static struct queue_audit a[NAUD];
+    for (int i = 0; i < NAUD; i++)
+        a[i] = (struct queue_audit){ .time_ms = 1000 + i, .kind = "attempt",
+                                     .seq = (uint64_t)(i % 50) + 1 };
+    assert_int_equal(queue_audit_append(q, a, NAUD, err, sizeof err), QUEUE_OK);
+    assert_int_equal(a[NAUD - 1].id, NAUD);
+
+    uint64_t commits = queue_commit_count(q);
+    size_t nrec, naud;
+    assert_int_equal(queue_prune(q, wall_ms() + 1000, 1000 + NAUD - 10, &nrec, &naud, err,
+                                 sizeof err), QUEUE_OK);
+    assert_int_equal(nrec, NREC);
+    assert_int_equal(naud, NAUD - 10);
+    /* delivered: 5,488 -> 2 chunks; ignored: 112 -> 1; audit 5,090 -> 2 */
+    assert_int_equal(queue_commit_count(q) - commits, 5);
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    for (int s = 0; s < QUEUE_NSTATES; s++)
+        assert_int_equal(st.count[s], 0);
+    assert_int_equal(st.next_seq, NREC + 1);
+    assert_consistent(q);
+    struct acoll *c = alist(q, 0, 0, 0, 0);
+    assert_int_equal(c->n, 10);
+    assert_int_equal(c->ids[9], NAUD - 9);
+    queue_close(q);
+    assert_int_equal(raw_entries(f, "dedupe"), 0);
+    assert_int_equal(raw_entries(f, "doc"), 0);
+    assert_int_equal(raw_entries(f, "auditbyseq"), 10);
+}
+
+/* ---- stores created before the delivery DBIs existed --------------------- */
+
+static const char *const new_dbis[] = { "keystate", "links", "audit", "auditbyseq", "runs" };
+
+static void drop_new_dbis(const struct fx *f)
+{
+    char path[600];
+    store_path(f, path, sizeof path);
+    MDB_env *env;
+    MDB_txn *txn;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    for (size_t i = 0; i < 5; i++) {
+        MDB_dbi dbi;
+        assert_int_equal(mdb_dbi_open(txn, new_dbis[i], 0, &dbi), 0);
+        assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+    }
+    MDB_val k = { 10, "next_audit" };
+    MDB_dbi info;
+    assert_int_equal(mdb_dbi_open(txn, "info", 0, &info), 0);
+    int rc = mdb_del(txn, info, &k, NULL);
+    assert_true(rc == 0 || rc == MDB_NOTFOUND);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_legacy_store(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256], val[64];
+    for (int i = 0; i < 3; i++) {
+        char d[16];
+        snprintf(d, sizeof d, "LG%d", i);
+        assert_int_equal(append1(q, d, 1000, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    }
+    queue_close(q);
+    /* What a format-1 store written before issue 4 looks like. */
+    drop_new_dbis(f);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(raw_entries(f, new_dbis[i]), -1);
+
+    /* Readonly: the new tables read as empty, writes are refused, nothing
+     * is created. */
+    q = open_q(f, 0, 0, 1);
+    assert_non_null(q);
+    struct queue_stats st;
+    assert_int_equal(queue_stats(q, &st, err, sizeof err), QUEUE_OK);
+    assert_int_equal(st.count[QUEUE_PENDING], 3);
+    struct queue_keystate ks;
+    assert_int_equal(queue_keystate_get(q, "vendor:1", &ks, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_link_get(q, "vendor:1", val, sizeof val, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_ids(alist(q, 0, 0, 0, 0), NULL, 0);
+    assert_ids(alist(q, 1, 0, 0, 0), NULL, 0);
+    struct rcoll rc = { 0 };
+    assert_int_equal(queue_runs_list(q, 0, rcoll_cb, &rc, err, sizeof err), QUEUE_OK);
+    assert_int_equal(rc.n, 0);
+    struct queue_audit a = { .kind = "run" };
+    struct queue_run run = { .trigger = "admin" };
+    size_t n;
+    assert_int_equal(queue_link_put(q, "vendor:1", "x", err, sizeof err), QUEUE_ERR_INVALID);
+    assert_non_null(strstr(err, "readonly"));
+    assert_int_equal(queue_audit_append(q, &a, 1, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_run_put(q, &run, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_prune(q, wall_ms(), wall_ms(), &n, NULL, err, sizeof err),
+                     QUEUE_ERR_INVALID);
+    struct queue_change c = { .seq = 1, .from_state = -1, .to_state = QUEUE_DELIVERED,
+                              .next_attempt_ms = -1, .applied_keys = "vendor:1" };
+    assert_int_equal(queue_update(q, &c, 1, &n, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_consistent(q);
+    queue_close(q);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(raw_entries(f, new_dbis[i]), -1);
+
+    /* Read-write: created at open, everything works. */
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    deliver(q, 1, "vendor:1");
+    assert_int_equal(queue_keystate_get(q, "vendor:1", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, 1);
+    assert_int_equal(queue_link_put(q, "vendor:1", "x", err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_audit_append(q, &a, 1, err, sizeof err), QUEUE_OK);
+    assert_int_equal(a.id, 1);
+    assert_int_equal(queue_run_put(q, &run, err, sizeof err), QUEUE_OK);
+    assert_int_equal(run.id, 1);
+    size_t nrec;
+    assert_int_equal(queue_prune(q, wall_ms() + 1000, 0, &nrec, NULL, err, sizeof err), QUEUE_OK);
+    assert_int_equal(nrec, 1);
+    assert_int_equal(append1(q, "LG9", 100, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    assert_consistent(q);
+    queue_close(q);
+    for (size_t i = 0; i < 5; i++)
+        assert_true(raw_entries(f, new_dbis[i]) >= 0);
+    assert_int_equal(raw_entries(f, "keystate"), 1);
+
+    /* And a readonly open of the upgraded store sees it all. */
+    q = open_q(f, 0, 0, 1);
+    assert_non_null(q);
+    assert_int_equal(queue_link_get(q, "vendor:1", val, sizeof val, err, sizeof err), QUEUE_OK);
+    assert_string_equal(val, "x");
+    assert_ids(alist(q, 0, 0, 0, 0), (const uint64_t[]){ 1 }, 1);
+    queue_close(q);
+}
+
+/* ---- everything at once (TSan) ------------------------------------------- */
+
+enum { CD_RECORDS = 1500, CD_BATCH = 10 };
+
+struct cd {
+    struct queue *q;
+    _Atomic int errors;
+    _Atomic int ingest_done;
+    _Atomic uint64_t delivered;
+    _Atomic uint64_t pruned;
+    _Atomic int done_audits;
+};
+
+static void cd_done(struct queue_batch *b, void *ud)
+{
+    /* On the committer thread: bookkeeping writes must not deadlock here. */
+    struct cd *cd = ud;
+    char err[256];
+    struct queue_audit a = { .kind = "warning", .seq = b->items[0].seq, .message = "ingested" };
+    if (b->status != QUEUE_OK ||
+        queue_audit_append(cd->q, &a, 1, err, sizeof err) != QUEUE_OK)
+        atomic_fetch_add(&cd->errors, 1);
+    atomic_fetch_add(&cd->done_audits, 1);
+}
+
+static void *cd_ingest(void *p)
+{
+    struct cd *cd = p;
+    static struct queue_item it[CD_RECORDS];
+    static char docs[CD_RECORDS][16];
+    static struct queue_batch b[CD_RECORDS / CD_BATCH];
+    for (int i = 0; i < CD_RECORDS; i++) {
+        snprintf(docs[i], sizeof docs[i], "CD%05d", i);
+        it[i] = (struct queue_item){ .mandt = "100", .sndprn = "SAPECC", .docnum = docs[i],
+                                     .keys = "vendor:1", .xml = "<IDOC/>", .xml_len = 7,
+                                     .state = QUEUE_PENDING };
+    }
+    for (int k = 0; k < CD_RECORDS / CD_BATCH; k++) {
+        b[k] = (struct queue_batch){ .items = &it[k * CD_BATCH], .nitems = CD_BATCH,
+                                     .done = cd_done, .ud = cd };
+        if (queue_submit(cd->q, &b[k]) != QUEUE_OK)
+            atomic_fetch_add(&cd->errors, 1);
+    }
+    while (atomic_load(&cd->done_audits) < CD_RECORDS / CD_BATCH)
+        usleep(1000);
+    atomic_store(&cd->ingest_done, 1);
+    return NULL;
+}
+
+struct cd_claim {
+    struct cd *cd;
+    uint64_t seqs[64];
+    size_t n;
+};
+
+static int cd_list_cb(const struct queue_record *r, void *ud)
+{
+    /* Inside queue_list's read txn: a write must not deadlock either. */
+    struct cd_claim *c = ud;
+    char err[256];
+    if (c->n == 0 &&
+        queue_link_put(c->cd->q, "vendor:1", "0000200001\t1\t0", err, sizeof err) != QUEUE_OK)
+        atomic_fetch_add(&c->cd->errors, 1);
+    if (c->n < 64)
+        c->seqs[c->n++] = r->seq;
+    return 0;
+}
+
+static void *cd_deliver(void *p)
+{
+    struct cd *cd = p;
+    char err[256];
+    for (;;) {
+        int finished = atomic_load(&cd->ingest_done);
+        struct cd_claim c = { .cd = cd };
+        if (queue_list(cd->q, QUEUE_PENDING, 0, 32, cd_list_cb, &c, err, sizeof err) != QUEUE_OK)
+            atomic_fetch_add(&cd->errors, 1);
+        if (c.n == 0) {
+            if (finished)
+                break;
+            usleep(500);
+            continue;
+        }
+        size_t moved;
+        if (queue_set_state(cd->q, c.seqs, c.n, QUEUE_PENDING, QUEUE_INFLIGHT, &moved, err,
+                            sizeof err) != QUEUE_OK || moved != c.n)
+            atomic_fetch_add(&cd->errors, 1);
+        struct queue_change ch[64];
+        struct queue_audit a[64];
+        const struct queue_link l = { "customer:0000200001", "0000100003\t1\t1" };
+        for (size_t i = 0; i < c.n; i++) {
+            ch[i] = (struct queue_change){ .seq = c.seqs[i], .from_state = QUEUE_INFLIGHT,
+                                           .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+                                           .applied_keys = "vendor:1", .links = &l,
+                                           .nlinks = 1 };
+            a[i] = (struct queue_audit){ .kind = "attempt", .seq = c.seqs[i],
+                                         .http_status = 204 };
+        }
+        if (queue_update(cd->q, ch, c.n, &moved, err, sizeof err) != QUEUE_OK || moved != c.n)
+            atomic_fetch_add(&cd->errors, 1);
+        if (queue_audit_append(cd->q, a, c.n, err, sizeof err) != QUEUE_OK)
+            atomic_fetch_add(&cd->errors, 1);
+        atomic_fetch_add(&cd->delivered, c.n);
+    }
+    return NULL;
+}
+
+static void *cd_prune(void *p)
+{
+    struct cd *cd = p;
+    char err[256];
+    while (!atomic_load(&cd->ingest_done) || atomic_load(&cd->delivered) < CD_RECORDS) {
+        size_t nrec, naud;
+        /* Everything delivered up to now; all audit but the last 10 ms. */
+        if (queue_prune(cd->q, wall_ms() + 1, wall_ms() - 10, &nrec, &naud, err, sizeof err) !=
+            QUEUE_OK) {
+            atomic_fetch_add(&cd->errors, 1);
+            break;
+        }
+        atomic_fetch_add(&cd->pruned, nrec);
+        struct queue_stats st;
+        if (queue_stats(cd->q, &st, err, sizeof err) != QUEUE_OK)
+            atomic_fetch_add(&cd->errors, 1);
+        usleep(5000);
+        if (atomic_load(&cd->errors))
+            break;
+    }
+    return NULL;
+}
+
+static void test_concurrent_delivery(void **state)
+{
+    struct fx *f = *state;
+    struct cd cd = { .q = open_q(f, 256 * MIB, 0, 0) };
+    assert_non_null(cd.q);
+    pthread_t th[3];
+    assert_int_equal(pthread_create(&th[0], NULL, cd_ingest, &cd), 0);
+    assert_int_equal(pthread_create(&th[1], NULL, cd_deliver, &cd), 0);
+    assert_int_equal(pthread_create(&th[2], NULL, cd_prune, &cd), 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&cd.errors), 0);
+    assert_int_equal(atomic_load(&cd.delivered), CD_RECORDS);
+    char err[256];
+    size_t nrec, naud;
+    assert_int_equal(queue_prune(cd.q, wall_ms() + 1000, wall_ms() + 1000, &nrec, &naud, err,
+                                 sizeof err), QUEUE_OK);
+    print_message("concurrent delivery: %llu records pruned while delivering, %zu after\n",
+                  (unsigned long long)atomic_load(&cd.pruned), nrec);
+    assert_int_equal(atomic_load(&cd.pruned) + nrec, CD_RECORDS);
+    struct queue_stats st;
+    assert_int_equal(queue_stats(cd.q, &st, err, sizeof err), QUEUE_OK);
+    for (int s = 0; s < QUEUE_NSTATES; s++)
+        assert_int_equal(st.count[s], 0);
+    assert_ids(alist(cd.q, 0, 0, 0, 0), NULL, 0);
+    struct queue_keystate ks;
+    assert_int_equal(queue_keystate_get(cd.q, "vendor:1", &ks, err, sizeof err), QUEUE_OK);
+    assert_true(ks.seq >= 1 && ks.seq <= CD_RECORDS);
+    assert_consistent(cd.q);
+    queue_close(cd.q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1369,6 +2449,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_record, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_resized, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_safety, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keystate_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_links, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prune_chunks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_legacy_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
