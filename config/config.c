@@ -65,8 +65,19 @@ static const struct key keys[] = {
     {"dataverse.scope",           CT_STRING, OFF(dv_scope), NULL, 0, 0, 0},
     {"dataverse.client_certificate", CT_STRING, OFF(dv_client_certificate), NULL, 0, 0, 0},
     {"dataverse.client_key",      CT_STRING, OFF(dv_client_key), NULL, 0, 0, F_SECRET},
+    {"dataverse.assertion_alg",   CT_STRING, OFF(dv_assertion_alg), "PS256", 0, 0, 0},
+    {"dataverse.timeout_s",       CT_INT, OFF(dv_timeout_s), "120", 5, 600, 0},
     {"mapping",                   CT_STRING, OFF(mapping_path), "config/mapping.json", 0, 0, 0},
     {"delivery.schedule",         CT_STRING, OFF(delivery_schedule), "continuous", 0, 0, 0},
+    {"delivery.workers",          CT_INT, OFF(delivery_workers), "4", 1, 52, 0},
+    {"delivery.batch_size",       CT_INT, OFF(delivery_batch_size), "100", 1, 1000, 0},
+    {"delivery.max_concurrency",  CT_INT, OFF(delivery_max_concurrency), "8", 1, 52, 0},
+    {"delivery.retry_base_s",     CT_INT, OFF(delivery_retry_base_s), "2", 1, 3600, 0},
+    {"delivery.retry_cap_s",      CT_INT, OFF(delivery_retry_cap_s), "600", 1, 86400, 0},
+    {"delivery.bind_retry_hours", CT_INT, OFF(delivery_bind_retry_hours), "24", 0, 720, 0},
+    {"delivery.max_run_minutes",  CT_INT, OFF(delivery_max_run_minutes), "60", 1, 1440, 0},
+    {"queue.retention_days",      CT_INT, OFF(queue_retention_days), "7", 0, 3650, 0},
+    {"audit.retention_days",      CT_INT, OFF(audit_retention_days), "30", 1, 3650, 0},
     {"admin.token",               CT_STRING, OFF(admin_token), NULL, 0, 0, F_SECRET},
     {"log.level",                 CT_STRING, OFF(log_level), "info", 0, 0, 0},
     {"log.format",                CT_STRING, OFF(log_format), "text", 0, 0, 0},
@@ -338,6 +349,8 @@ static int validate(struct config *c, char *err, size_t errlen)
         seterr(err, errlen, "config: dataverse.client_secret: required (or client_certificate + client_key)");
         return -1;
     }
+    static const char *const algs[] = {"PS256", "RS256", NULL};
+    if (one_of("dataverse.assertion_alg", c->dv_assertion_alg, algs, err, errlen)) return -1;
     if (one_of("log.level", c->log_level, levels, err, errlen)) return -1;
     if (one_of("log.format", c->log_format, formats, err, errlen)) return -1;
     if (strcmp(c->delivery_schedule, "continuous") != 0) {

@@ -40,10 +40,21 @@ struct config {
     char *dv_scope;                  /* resolved default: {url}/.default */
     char *dv_client_certificate;
     char *dv_client_key;
+    char *dv_assertion_alg;          /* "PS256" (default) or "RS256" */
+    int64_t dv_timeout_s;            /* one HTTP request to Dataverse */
     /* mapping (resolved against the config file's folder) */
     char *mapping_path;
     /* delivery */
     char *delivery_schedule;
+    int64_t delivery_workers;        /* delivery threads */
+    int64_t delivery_batch_size;     /* operations per $batch */
+    int64_t delivery_max_concurrency;/* requests in flight to Dataverse (<= 52) */
+    int64_t delivery_retry_base_s;   /* first back-off; doubles, full jitter */
+    int64_t delivery_retry_cap_s;    /* longest back-off */
+    int64_t delivery_bind_retry_hours; /* a missing bind target is retried this long */
+    int64_t delivery_max_run_minutes;/* a scheduled run stops after this */
+    int64_t queue_retention_days;    /* delivered/ignored records kept */
+    int64_t audit_retention_days;    /* audit entries and runs kept */
     /* admin */
     char *admin_token;               /* secret; NULL: /admin/ answers 404 */
     /* log */

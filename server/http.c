@@ -91,7 +91,7 @@ static enum MHD_Result readyz(struct http *h, struct MHD_Connection *conn)
 
 static enum MHD_Result metrics(struct http *h, struct MHD_Connection *conn)
 {
-    char extra[2048];
+    char extra[4096];
     size_t o = 0;
     struct queue_stats st;
     char err[200], why[300];
@@ -112,7 +112,8 @@ static enum MHD_Result metrics(struct http *h, struct MHD_Connection *conn)
                           ok ? (unsigned long long)st.used_bytes : 0ULL,
                           ok ? (unsigned long long)st.quota_bytes : 0ULL,
                           not_ready(h, &st, ok, err, why, sizeof why) == NULL);
-    (void)o;
+    if (h->o.extra_metrics && o < sizeof extra)
+        o += h->o.extra_metrics(h->o.extra_metrics_ud, extra + o, sizeof extra - o);
     char *text = metrics_render(extra);
     if (!text) return plain(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
     return send_text(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", text, strlen(text),

@@ -25,6 +25,9 @@ struct http_opts {
     struct ingest *ingest;
     struct admin *admin;      /* /admin/ (404 when its token is unset) */
     struct queue *queue;
+    /* Extra gauges for /metrics (e.g. the sync schedule); may be NULL. */
+    size_t (*extra_metrics)(void *ud, char *buf, size_t len);
+    void *extra_metrics_ud;
 };
 
 struct http;

@@ -344,8 +344,8 @@ static void feed(struct ingest_req *r, const char *data, size_t len)
 
 static void on_committed(struct queue_batch *b, void *ud)
 {
-    (void)b;
     struct ingest_req *r = ud;
+    if (b->status == QUEUE_OK && b->nnew && r->in->o.on_stored) r->in->o.on_stored(r->in->o.on_stored_ud);
     /* Runs on the committer thread after the fsync'd commit (or failure).
      * The state change and MHD's resume hand the request back to the pool
      * thread, which answers. */

@@ -29,6 +29,9 @@ struct ingest_opts {
     size_t max_idocs;                 /* per request */
     struct queue *queue;
     const struct mapping *mapping;
+    /* Called (committer thread) after a commit stored new records. */
+    void (*on_stored)(void *ud);
+    void *on_stored_ud;
 };
 
 struct ingest;

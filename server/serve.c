@@ -14,6 +14,7 @@
  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,12 @@
 #include "config/mapping.h"
 #include "idoc/idoc.h"
 #include "queue/queue.h"
+#include <curl/curl.h>
+
+#include "d365/auth.h"
+#include "d365/governor.h"
 #include "server/admin.h"
+#include "server/delivery.h"
 #include "server/cli.h"
 #include "server/http.h"
 #include "server/ingest.h"
@@ -38,6 +44,27 @@ static void sleep_ms(long ms)
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
+
+/* Ingest and the HTTP server start before delivery; they reach it through
+ * this pointer, set once delivery runs and cleared before it stops. */
+struct notify_ctx {
+    _Atomic(struct delivery *) d;
+};
+
+static void notify_delivery(void *ud)
+{
+    struct delivery *d = atomic_load(&((struct notify_ctx *)ud)->d);
+    if (d) delivery_notify(d);
+}
+
+static size_t delivery_metrics_cb(void *ud, char *buf, size_t len)
+{
+    struct delivery *d = atomic_load(&((struct notify_ctx *)ud)->d);
+    return d ? delivery_metrics(d, buf, len) : 0;
+}
+
+static int admin_sync_now(void *ud, char *msg, size_t len) { return delivery_sync_now(ud, msg, len); }
+static cJSON *admin_runs(void *ud, size_t limit) { return delivery_runs_json(ud, limit); }
 
 /* Wait until no ingest request is in flight, at most `seconds`. */
 static int wait_idle(const struct ingest *in, int seconds)
@@ -76,6 +103,9 @@ int cli_serve(int argc, char **argv)
 
     idoc_global_init();
     metrics_init();
+    /* libcurl's global init is not thread-safe on every build: once, here,
+     * before any thread exists. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
 
     int rc = 1;
     struct mapping *map = NULL;
@@ -83,6 +113,10 @@ int cli_serve(int argc, char **argv)
     struct ingest *in = NULL;
     struct admin *adm = NULL;
     struct http *h = NULL;
+    struct d365_auth *auth = NULL;
+    struct d365_governor *gov = NULL;
+    struct delivery *dl = NULL;
+    struct notify_ctx nctx = {0};
 
     map = mapping_load(cfg->mapping_path, err, sizeof err);
     if (!map) {
@@ -103,6 +137,28 @@ int cli_serve(int argc, char **argv)
     }
     if (back) log_info("serve: %zu records were in flight at the last stop; they are pending again", back);
 
+    struct d365_auth_config ac = {
+        .token_url = cfg->dv_token_url,
+        .client_id = cfg->dv_client_id,
+        .scope = cfg->dv_scope,
+        .client_secret = cfg->dv_client_secret,
+        .cert_file = cfg->dv_client_certificate,
+        .key_file = cfg->dv_client_key,
+        .alg = strcmp(cfg->dv_assertion_alg, "RS256") == 0 ? D365_ALG_RS256 : D365_ALG_PS256,
+    };
+    auth = d365_auth_create(&ac, err, sizeof err);
+    if (!auth) {
+        log_error("serve: dataverse credentials: %s", err);
+        rc = 2;
+        goto out;
+    }
+    struct d365_governor_config gc = {.max_concurrency = (int)cfg->delivery_max_concurrency};
+    gov = d365_governor_create(&gc);
+    if (!gov) {
+        log_error("serve: out of memory");
+        goto out;
+    }
+
     struct ingest_opts io = {
         .username = cfg->sap_username,
         .password = cfg->sap_password,
@@ -113,6 +169,8 @@ int cli_serve(int argc, char **argv)
         .max_idocs = (size_t)cfg->sap_max_idocs,
         .queue = q,
         .mapping = map,
+        .on_stored = notify_delivery,
+        .on_stored_ud = &nctx,
     };
     in = ingest_new(&io);
     adm = admin_new(cfg->admin_token, q, NULL);
@@ -130,6 +188,8 @@ int cli_serve(int argc, char **argv)
         .ingest = in,
         .admin = adm,
         .queue = q,
+        .extra_metrics = delivery_metrics_cb,
+        .extra_metrics_ud = &nctx,
     };
     h = http_start(&ho, err, sizeof err);
     if (!h) {
@@ -140,6 +200,32 @@ int cli_serve(int argc, char **argv)
     log_info("serve: listening on %s%s%s:%u (SAP path %s, queue %s, quota %lld MiB)", v6 ? "[" : "",
              cfg->listen_address, v6 ? "]" : "", (unsigned)http_port(h), cfg->sap_path, cfg->queue_path,
              (long long)cfg->queue_max_size_mb);
+
+    struct delivery_opts dopts = {
+        .queue = q,
+        .mapping = map,
+        .auth = auth,
+        .governor = gov,
+        .dataverse_url = cfg->dv_url,
+        .request_timeout_ms = (long)cfg->dv_timeout_s * 1000,
+        .workers = (unsigned)cfg->delivery_workers,
+        .batch_size = (unsigned)cfg->delivery_batch_size,
+        .retry_base_s = (double)cfg->delivery_retry_base_s,
+        .retry_cap_s = (double)cfg->delivery_retry_cap_s,
+        .bind_retry_ms = cfg->delivery_bind_retry_hours * 3600 * 1000,
+        .schedule = cfg->delivery_schedule,
+        .max_run_ms = cfg->delivery_max_run_minutes * 60 * 1000,
+        .retention_ms = cfg->queue_retention_days * 86400 * 1000,
+        .audit_retention_ms = cfg->audit_retention_days * 86400 * 1000,
+    };
+    dl = delivery_start(&dopts, err, sizeof err);
+    if (!dl) {
+        log_error("serve: delivery: %s", err);
+        goto out;
+    }
+    atomic_store(&nctx.d, dl);
+    struct admin_hooks hooks = {admin_sync_now, admin_runs, dl};
+    admin_set_hooks(adm, &hooks);
 
     for (;;) {
         int sig = 0;
@@ -159,16 +245,31 @@ int cli_serve(int argc, char **argv)
     rc = 0;
 
 out:
-    /* The queue closes before MHD stops: closing it answers every batch it
-     * holds (resuming those connections), and MHD must not be stopped with
-     * connections suspended. */
-    if (q) queue_close(q);
-    if (h) {
-        if (in) wait_idle(in, 5);
-        http_stop(h);
+    /* Order matters. Normally every ingest request has been answered by now:
+     * the HTTP server stops first (no admin request can then reach
+     * delivery), delivery finishes the batch in hand (at most 20 s) and puts
+     * what it had claimed back to pending, and the queue closes last. If a
+     * request is still waiting for its commit, MHD must not be stopped with
+     * that connection suspended: the queue closes first (answering every
+     * batch it holds), and delivery must therefore stop before it. */
+    if (in && h && ingest_active(in) != 0) {
+        if (adm) admin_set_hooks(adm, NULL);
+        atomic_store(&nctx.d, NULL);
+        if (dl) delivery_stop(dl, 20000);
+        dl = NULL;
+        if (q) queue_close(q);
+        q = NULL;
+        wait_idle(in, 5);
     }
+    if (h) http_stop(h);
+    atomic_store(&nctx.d, NULL);
+    if (dl) delivery_stop(dl, 20000);
+    if (q) queue_close(q);
     ingest_free(in);
     admin_free(adm);
+    d365_governor_destroy(gov);
+    d365_auth_destroy(auth);
+    curl_global_cleanup();
     mapping_free(map);
     idoc_global_cleanup();
     if (rc == 0) log_info("serve: stopped cleanly");

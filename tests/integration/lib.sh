@@ -36,6 +36,10 @@ contains() { # contains "description" haystack needle
 }
 
 # mlc_config [quota_mb] [max_body_mb] [extra JSON members for the top level]
+# Delivery runs on $SCHEDULE: by default once a year (Jan 1, 00:00), so that
+# ingest tests see their records stay pending; delivery tests set
+# SCHEDULE=continuous and DV_URL to a fake Dataverse. DELIVERY adds members
+# to the delivery object ('"batch_size": 1'); MAPPING names another mapping.
 mlc_config() {
   local quota=${1:-64} body=${2:-8} extra=${3:-}
   cat >"$T/config.json" <<JSON
@@ -44,13 +48,14 @@ mlc_config() {
   "sap": { "path": "/sap/idoc", "username": "$SAP_USER", "password": "\${MLC_TEST_SAP_PASSWORD}", "max_body_mb": $body },
   "queue": { "path": "$T/queue", "max_size_mb": $quota },
   "dataverse": {
-    "url": "http://127.0.0.1:9/",
+    "url": "${DV_URL:-http://127.0.0.1:9}",
+    "token_url": "${DV_URL:-http://127.0.0.1:9}/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token",
     "tenant_id": "00000000-0000-0000-0000-000000000000",
     "client_id": "11111111-1111-1111-1111-111111111111",
     "client_secret": "\${MLC_TEST_DV_SECRET}"
   },
-  "mapping": "$MLC_ROOT/config/mapping.json",
-  "delivery": { "schedule": "continuous" }${extra:+,
+  "mapping": "${MAPPING:-$MLC_ROOT/config/mapping.json}",
+  "delivery": { "schedule": "${SCHEDULE:-0 0 1 1 *}"${DELIVERY:+, $DELIVERY} }${extra:+,
   $extra}
 }
 JSON
@@ -114,3 +119,33 @@ mlc_finish() {
   [ -f "$T/server.log" ] && { echo "--- server log (tail)"; tail -n 30 "$T/server.log"; }
   exit 1
 }
+
+# ---- fake Dataverse helpers (delivery tests) ----
+FAKE_PID=
+# fake_start [fake_dataverse flags...] -> sets DV_URL (exported for mlc_config)
+fake_start() {
+  "$TOOLS/fake_dataverse" --port 0 --port-file "$T/fake.port" "$@" 2>"$T/fake.log" &
+  FAKE_PID=$!
+  local i
+  for i in $(seq 1 100); do [ -s "$T/fake.port" ] && break; sleep 0.05; done
+  [ -s "$T/fake.port" ] || { cat "$T/fake.log"; bad "fake Dataverse starts"; mlc_finish; }
+  export DV_URL="http://127.0.0.1:$(cat "$T/fake.port")"
+}
+fake_stop() { [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null; wait "$FAKE_PID" 2>/dev/null; FAKE_PID=; }
+fake_dump() { curl -s "$DV_URL/_fake/dump" >"$T/dump.json"; }
+fake_config() { curl -s -X POST -d "$1" "$DV_URL/_fake/config" >/dev/null; }
+# dumpq 'python expression over d (the dump)'
+dumpq() { python3 -c "import json; d=json.load(open('$T/dump.json')); print($1)"; }
+# wait_settled N SECONDS: until delivered+failed+ignored >= N (or time out)
+wait_settled() {
+  local want=$1 secs=$2 i got=0
+  for i in $(seq 1 $((secs * 10))); do
+    got=$(queue_cli stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["delivered"]+s["failed"]+s["ignored"])')
+    [ "$got" -ge "$want" ] && return 0
+    sleep 0.1
+  done
+  echo "settled $got of $want after $secs s"
+  return 1
+}
+_lib_cleanup_fake() { fake_stop; }
+trap '_lib_cleanup_fake; cleanup' EXIT
