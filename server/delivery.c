@@ -860,6 +860,12 @@ static void run_job(struct worker *wk, struct job *j)
             /* Cannot form a batch (should not happen): send one by one. */
             log_warn("delivery: batch refused (%s); sending %zu ops singly", err, b - a);
             for (size_t c = a; c < b; c++) d365_send_one(wk->client, &ops[c]);
+        } else {
+            /* The batch as a whole was refused with a permanent 4xx: that
+             * says nothing about each record, so each op gets its own
+             * request and its own verdict. */
+            for (size_t c = a; c < b; c++)
+                if (ops[c].batch_level && ops[c].outcome == D365_FAILED) d365_send_one(wk->client, &ops[c]);
         }
         a = b;
     }

@@ -1,13 +1,13 @@
 /*
  * ingest_load — a bounded load client for ingest tests.
  *
- *   ingest_load URL USER:PASS THREADS SECONDS FIRST_DOCNUM ACK_FILE [IDOCS_PER_REQUEST]
+ *   ingest_load URL USER:PASS THREADS SECONDS FIRST_DOCNUM ACK_FILE [IDOCS_PER_REQUEST [MAX_REQUESTS]]
  *
  * THREADS threads post CREMAS05 IDocs with unique DOCNUMs (FIRST_DOCNUM,
  * FIRST_DOCNUM+1, ...) for at most SECONDS. Every DOCNUM whose request got
  * 200 is appended to ACK_FILE, one per line, flushed at once. A thread stops
  * after 20 consecutive transport errors (the server is gone: the crash
- * tests kill it). Prints "sent N acked N errors N" at the end.
+ * tests kill it), or after MAX_REQUESTS requests in all. Prints "sent N acked N errors N" at the end.
  */
 #include <curl/curl.h>
 #include <pthread.h>
@@ -20,6 +20,7 @@
 static const char *url, *userpwd;
 static double seconds;
 static int per_request = 1;
+static unsigned long long max_requests = 0; /* 0: no limit */
 static atomic_ullong next_docnum;
 static atomic_ullong sent, acked, errors;
 static FILE *ack;
@@ -76,6 +77,7 @@ static void *worker(void *arg)
             len += idoc(body + len, cap - len, docs[i]);
         }
         len += (size_t)snprintf(body + len, cap - len, "</CREMAS05>");
+        if (max_requests && atomic_load(&sent) >= max_requests) break;
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
         atomic_fetch_add(&sent, 1);
@@ -108,7 +110,7 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 7) {
-        fprintf(stderr, "usage: ingest_load URL USER:PASS THREADS SECONDS FIRST_DOCNUM ACK_FILE [PER_REQUEST]\n");
+        fprintf(stderr, "usage: ingest_load URL USER:PASS THREADS SECONDS FIRST_DOCNUM ACK_FILE [PER_REQUEST [MAX_REQUESTS]]\n");
         return 2;
     }
     url = argv[1];
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
     atomic_store(&next_docnum, strtoull(argv[5], NULL, 10));
     ack = fopen(argv[6], "a");
     if (argc > 7) per_request = atoi(argv[7]);
+    if (argc > 8) max_requests = strtoull(argv[8], NULL, 10);
     if (!ack || threads < 1 || threads > 256 || seconds <= 0 || seconds > 600 || per_request < 1) {
         fprintf(stderr, "ingest_load: bad arguments\n");
         return 2;
