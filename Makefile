@@ -105,7 +105,7 @@ test:
 	$(MAKE) --no-print-directory all BUILD=build-tsan SAN=tsan OPT=-O1 $(patsubst %,build-tsan/tests/%,$(filter test_%,$(TSAN_TESTS)))
 	TESTS_ONLY="$(TSAN_TESTS)" tests/run.sh build-tsan
 
-TSAN_TESTS ?= test_queue test_idoc ingest_basic crash_kill9
+TSAN_TESTS ?= test_queue test_idoc test_d365 ingest_basic crash_kill9 delivery_e2e delivery_order
 
 bench: all $(BENCH_BIN)
 	bench/run.sh $(BUILD)
