@@ -137,6 +137,33 @@ static enum MHD_Result get_record(struct admin *a, struct MHD_Connection *conn, 
     return send_json(conn, 200, o);
 }
 
+static int audit_cb(const struct queue_audit *e, void *ud)
+{
+    cJSON *o = record_json_audit(e);
+    if (!o) return 1;
+    cJSON_AddItemToArray(((struct list_ctx *)ud)->arr, o);
+    return 0;
+}
+
+static enum MHD_Result get_audit(struct admin *a, struct MHD_Connection *conn)
+{
+    const char *seq_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "seq");
+    const char *before_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "before");
+    const char *limit_s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit");
+    uint64_t seq = 0, before = 0, limit = 100;
+    if (seq_s && parse_u64(seq_s, &seq)) return send_error(conn, 400, "seq: not a sequence number");
+    if (before_s && parse_u64(before_s, &before)) return send_error(conn, 400, "before: not an audit id");
+    if (limit_s && (parse_u64(limit_s, &limit) || limit == 0 || limit > ADMIN_LIST_MAX))
+        return send_error(conn, 400, "limit: must be 1..10000");
+    struct list_ctx c = {cJSON_CreateArray()};
+    char err[300];
+    if (queue_audit_list(a->q, seq, before, (size_t)limit, audit_cb, &c, err, sizeof err) != QUEUE_OK) {
+        cJSON_Delete(c.arr);
+        return send_error(conn, 503, err);
+    }
+    return send_json(conn, 200, c.arr);
+}
+
 static enum MHD_Result post_replay(struct admin *a, struct MHD_Connection *conn, struct admin_req *rq)
 {
     if (rq->too_big) return send_error(conn, 413, "body over 64 KiB");
@@ -204,6 +231,10 @@ static enum MHD_Result route(struct admin *a, struct MHD_Connection *conn, const
     if (strncmp(url, "/admin/records/", 15) == 0) {
         if (!get) return send_error(conn, 405, "use GET");
         return get_record(a, conn, url + 15);
+    }
+    if (strcmp(url, "/admin/audit") == 0) {
+        if (!get) return send_error(conn, 405, "use GET");
+        return get_audit(a, conn);
     }
     if (strcmp(url, "/admin/replay") == 0) {
         if (!post) return send_error(conn, 405, "use POST");

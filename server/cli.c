@@ -145,7 +145,13 @@ static int parse_seq(const char *s, uint64_t *out)
 static void queue_usage(void)
 {
     fprintf(stderr, "queue: usage: ml-connector queue -c FILE stats | list [--state S] [--after SEQ] [--limit N]"
-                    " | show SEQ | replay SEQ...|--failed\n");
+                    " | show SEQ | replay SEQ...|--failed | audit [SEQ] [--limit N]\n");
+}
+
+static int audit_cb(const struct queue_audit *a, void *ud)
+{
+    (void)ud;
+    return print_json(record_json_audit(a), 0);
 }
 
 int cli_queue(int argc, char **argv)
@@ -161,7 +167,8 @@ int cli_queue(int argc, char **argv)
     if (nargs == 0) { queue_usage(); return 2; }
     const char *action = args[0];
     int writes = strcmp(action, "replay") == 0;
-    if (!writes && strcmp(action, "stats") && strcmp(action, "list") && strcmp(action, "show")) {
+    if (!writes && strcmp(action, "stats") && strcmp(action, "list") && strcmp(action, "show") &&
+        strcmp(action, "audit")) {
         fprintf(stderr, "queue: unknown action '%s'\n", action);
         queue_usage();
         return 2;
@@ -223,6 +230,20 @@ int cli_queue(int argc, char **argv)
                 rc = print_json(record_json(r, 1), 1);
                 queue_record_free(r);
             }
+        }
+    } else if (strcmp(action, "audit") == 0) {
+        uint64_t seq = 0, limit = 100;
+        for (int i = 1; i < nargs && rc == 0; i++) {
+            if (strcmp(args[i], "--limit") == 0 && i + 1 < nargs) {
+                if (parse_seq(args[++i], &limit)) { fprintf(stderr, "queue: --limit: '%s' is not a number\n", args[i]); rc = 2; }
+            } else if (parse_seq(args[i], &seq)) {
+                fprintf(stderr, "queue: audit: '%s' is not a sequence number\n", args[i]);
+                rc = 2;
+            }
+        }
+        if (rc == 0 && queue_audit_list(q, seq, 0, (size_t)limit, audit_cb, NULL, err, sizeof err) != QUEUE_OK) {
+            fprintf(stderr, "queue: audit: %s\n", err);
+            rc = 1;
         }
     } else { /* replay */
         size_t changed = 0;

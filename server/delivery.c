@@ -63,6 +63,7 @@
 #include "d365/webapi.h"
 #include "idoc/idoc.h"
 #include "queue/queue.h"
+#include "server/mapref.h"
 
 #define POLL_MS 500
 #define CONTINUOUS_IDLE_END_MS 60000
@@ -346,7 +347,7 @@ static void run_begin(struct delivery *d, const char *trigger)
     if (queue_run_put(d->o.queue, &d->run, err, sizeof err) != QUEUE_OK)
         log_error("delivery: recording run start: %s", err);
     atomic_store(&d->m_last_start, d->run.start_ms);
-    log_info("delivery: run %llu started (trigger %s)", (unsigned long long)d->run.id, trigger);
+    log_debug("delivery: run %llu started (trigger %s)", (unsigned long long)d->run.id, trigger);
 }
 
 static void run_end(struct delivery *d, const char *result)
@@ -364,7 +365,8 @@ static void run_end(struct delivery *d, const char *result)
     struct queue_audit a = {.kind = "run", .message = msg, .run_id = d->run.id,
                             .duration_ms = (int32_t)(d->run.end_ms - d->run.start_ms)};
     queue_audit_append(d->o.queue, &a, 1, err, sizeof err);
-    log_info("delivery: run %llu ended: %s in %.1f s", (unsigned long long)d->run.id, msg,
+    /* The one info line per run: its summary. */
+    log_info("delivery: run %llu (%s) ended: %s in %.1f s", (unsigned long long)d->run.id, d->run_trigger, msg,
              (double)(d->run.end_ms - d->run.start_ms) / 1000.0);
     atomic_store(&d->m_last_end, d->run.end_ms);
     atomic_store(&d->m_last_ok, strcmp(result, "ok") == 0);
@@ -682,7 +684,7 @@ static int map_cb(const struct idoc *doc, void *ud, char *err, size_t errlen)
     if (c->done++) return 0; /* one IDoc per record */
     struct mapping_links ml = {&c->w->links, links_get, links_put};
     struct mapping_lookups mk = {c->lk, lookups_get, NULL};
-    int rc = mapping_apply(c->d->o.mapping, doc, &ml, &mk, &c->w->ops, err, errlen);
+    int rc = mapping_apply(mapref_get(c->d->o.mapping), doc, &ml, &mk, &c->w->ops, err, errlen);
     if (rc < 0) return 1;
     if (rc == 1) c->w->result = RR_IGNORED;
     return 0;
@@ -975,8 +977,7 @@ static void run_job(struct worker *wk, struct job *j)
         log_error("delivery: recording outcomes of %zu records: %s", nch, err);
     if (au && nau && queue_audit_append(d->o.queue, au, nau, err, sizeof err) != QUEUE_OK)
         log_error("delivery: audit: %s", err);
-    if (delivered || failed || superseded_n)
-        log_info("delivery: job of %zu records: %llu delivered, %llu failed, %llu retry, %llu superseded, "
+    log_debug("delivery: job of %zu records: %llu delivered, %llu failed, %llu retry, %llu superseded, "
                  "%zu ops in %d ms",
                  j->n, (unsigned long long)delivered, (unsigned long long)failed, (unsigned long long)retried,
                  (unsigned long long)superseded_n, k, dur);

@@ -17,13 +17,13 @@
 #include <stdint.h>
 
 struct queue;
-struct mapping;
+struct mapref;
 struct d365_auth;
 struct d365_governor;
 
 struct delivery_opts {
     struct queue *queue;
-    const struct mapping *mapping;
+    struct mapref *mapping;          /* the mapping in use (reloadable) */
     struct d365_auth *auth;          /* shared token manager */
     struct d365_governor *governor;  /* shared throttle governor */
     const char *dataverse_url;

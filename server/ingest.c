@@ -47,6 +47,7 @@
 #include "config/mapping.h"
 #include "idoc/idoc.h"
 #include "queue/queue.h"
+#include "server/mapref.h"
 
 #define REQ_MAGIC 0x1d0c1d0cu
 #define INFLATE_CHUNK 65536
@@ -246,7 +247,7 @@ static int on_idoc(const struct idoc *doc, void *ud, char *err, size_t errlen)
     struct ingest_req *r = ud;
     struct mapping_class mc;
     char cerr[256] = "";
-    if (mapping_classify(r->in->o.mapping, doc, &mc, cerr, sizeof cerr) != 0) {
+    if (mapping_classify(mapref_get(r->in->o.mapping), doc, &mc, cerr, sizeof cerr) != 0) {
         snprintf(err, errlen, "IDoc %s (%s): %s", doc->docnum, doc->mestyp, cerr);
         r->http_status = MHD_HTTP_BAD_REQUEST;
         r->reject = METRICS_REJECT_MALFORMED;

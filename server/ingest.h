@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 struct queue;
-struct mapping;
+struct mapref;
 
 struct ingest_opts {
     const char *username, *password;  /* SAP's Basic credentials */
@@ -28,7 +28,7 @@ struct ingest_opts {
     uint64_t max_inflight_bytes;      /* all requests together; above: 503 */
     size_t max_idocs;                 /* per request */
     struct queue *queue;
-    const struct mapping *mapping;
+    struct mapref *mapping;           /* the mapping in use (reloadable) */
     /* Called (committer thread) after a commit stored new records. */
     void (*on_stored)(void *ud);
     void *on_stored_ud;

@@ -6,6 +6,7 @@
 #include "server/record_json.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static void add_time(cJSON *o, const char *name, int64_t ms)
@@ -62,5 +63,25 @@ cJSON *record_json_stats(const struct queue_stats *st)
     cJSON_AddNumberToObject(o, "used_bytes", (double)st->used_bytes);
     cJSON_AddNumberToObject(o, "quota_bytes", (double)st->quota_bytes);
     cJSON_AddNumberToObject(o, "next_seq", (double)st->next_seq);
+    return o;
+}
+
+cJSON *record_json_audit(const struct queue_audit *a)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddNumberToObject(o, "id", (double)a->id);
+    add_time(o, "time", a->time_ms);
+    cJSON_AddStringToObject(o, "kind", a->kind ? a->kind : "");
+    if (a->seq) cJSON_AddNumberToObject(o, "seq", (double)a->seq);
+    if (a->docnum) cJSON_AddStringToObject(o, "docnum", a->docnum);
+    if (a->key) cJSON_AddStringToObject(o, "key", a->key);
+    if (a->operation) cJSON_AddStringToObject(o, "operation", a->operation);
+    if (a->http_status || (a->kind && strcmp(a->kind, "attempt") == 0))
+        cJSON_AddNumberToObject(o, "status", a->http_status);
+    if (a->error_code) cJSON_AddStringToObject(o, "code", a->error_code);
+    if (a->message) cJSON_AddStringToObject(o, "message", a->message);
+    if (a->duration_ms) cJSON_AddNumberToObject(o, "duration_ms", a->duration_ms);
+    if (a->run_id) cJSON_AddNumberToObject(o, "run", (double)a->run_id);
     return o;
 }

@@ -13,5 +13,8 @@
 /* A new cJSON object; caller owns it. with_xml adds "xml" (the IDoc). */
 cJSON *record_json(const struct queue_record *r, int with_xml);
 cJSON *record_json_stats(const struct queue_stats *st);
+/* One audit entry (kind, time, seq, docnum, key, operation, status, code,
+ * message, duration_ms, run). */
+cJSON *record_json_audit(const struct queue_audit *a);
 
 #endif

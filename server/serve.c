@@ -36,6 +36,7 @@
 #include "server/cli.h"
 #include "server/http.h"
 #include "server/ingest.h"
+#include "server/mapref.h"
 
 #define SHUTDOWN_WAIT_S 30
 
@@ -65,6 +66,36 @@ static size_t delivery_metrics_cb(void *ud, char *buf, size_t len)
 
 static int admin_sync_now(void *ud, char *msg, size_t len) { return delivery_sync_now(ud, msg, len); }
 static cJSON *admin_runs(void *ud, size_t limit) { return delivery_runs_json(ud, limit); }
+
+/* SIGHUP: reload the mapping file and the log level/format. A broken file
+ * is refused and the running mapping kept. Other keys need a restart. */
+static void reload(const char *path, const struct config *running, struct mapref *mref)
+{
+    char err[512];
+    struct config *c = config_load(path, err, sizeof err);
+    if (!c) {
+        log_error("serve: SIGHUP: configuration not reloaded, keeping the running one: %s", err);
+        return;
+    }
+    struct mapping *m = mapping_load(c->mapping_path, err, sizeof err);
+    if (!m) {
+        log_error("serve: SIGHUP: mapping %s refused, keeping the running mapping: %s", c->mapping_path, err);
+        config_free(c);
+        return;
+    }
+    if (mapref_set(mref, m) != 0) {
+        log_error("serve: SIGHUP: out of memory; keeping the running mapping");
+        mapping_free(m);
+        config_free(c);
+        return;
+    }
+    log_set_level(c->log_level);
+    log_set_format(c->log_format);
+    log_info("serve: SIGHUP: reloaded mapping %s (orders_target %s), log level %s, format %s%s", c->mapping_path,
+             mapping_orders_target(m), c->log_level, c->log_format,
+             strcmp(c->mapping_path, running->mapping_path) ? " (the mapping path changed)" : "");
+    config_free(c);
+}
 
 /* Wait until no ingest request is in flight, at most `seconds`. */
 static int wait_idle(const struct ingest *in, int seconds)
@@ -108,7 +139,7 @@ int cli_serve(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     int rc = 1;
-    struct mapping *map = NULL;
+    struct mapref mref = {0};
     struct queue *q = NULL;
     struct ingest *in = NULL;
     struct admin *adm = NULL;
@@ -118,9 +149,10 @@ int cli_serve(int argc, char **argv)
     struct delivery *dl = NULL;
     struct notify_ctx nctx = {0};
 
-    map = mapping_load(cfg->mapping_path, err, sizeof err);
-    if (!map) {
-        log_error("serve: %s", err);
+    struct mapping *map = mapping_load(cfg->mapping_path, err, sizeof err);
+    if (!map || mapref_set(&mref, map) != 0) {
+        log_error("serve: %s", map ? "out of memory" : err);
+        mapref_free(&mref);
         rc = 2;
         goto out;
     }
@@ -168,7 +200,7 @@ int cli_serve(int argc, char **argv)
                                   ? (uint64_t)cfg->sap_max_body_mb << 22 : 256ULL << 20,
         .max_idocs = (size_t)cfg->sap_max_idocs,
         .queue = q,
-        .mapping = map,
+        .mapping = &mref,
         .on_stored = notify_delivery,
         .on_stored_ud = &nctx,
     };
@@ -203,7 +235,7 @@ int cli_serve(int argc, char **argv)
 
     struct delivery_opts dopts = {
         .queue = q,
-        .mapping = map,
+        .mapping = &mref,
         .auth = auth,
         .governor = gov,
         .dataverse_url = cfg->dv_url,
@@ -231,7 +263,7 @@ int cli_serve(int argc, char **argv)
         int sig = 0;
         if (sigwait(&set, &sig) != 0) continue;
         if (sig == SIGHUP) {
-            log_warn("serve: SIGHUP received: reloading is not supported yet; restart to apply changes");
+            reload(path, cfg, &mref);
             continue;
         }
         log_info("serve: %s received: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -270,7 +302,7 @@ out:
     d365_governor_destroy(gov);
     d365_auth_destroy(auth);
     curl_global_cleanup();
-    mapping_free(map);
+    mapref_free(&mref);
     idoc_global_cleanup();
     if (rc == 0) log_info("serve: stopped cleanly");
     config_free(cfg);
