@@ -58,6 +58,32 @@ static size_t json_escape(char *out, size_t cap, const char *s)
     return o;
 }
 
+/* The well-known key=value pairs of a message become JSON fields of their
+ * own, so a log pipeline can filter by DOCNUM, queue sequence or status
+ * without parsing text. Values run to the next blank; digits-only values of
+ * seq/status are numbers. */
+static void json_fields(char *out, size_t cap, const char *msg)
+{
+    static const char *const keys[] = {"docnum", "seq", "status", "mestyp", "key", "run"};
+    size_t o = 0;
+    out[0] = 0;
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        size_t kl = strlen(keys[k]);
+        for (const char *p = msg; (p = strstr(p, keys[k])) != NULL; p += kl) {
+            if ((p != msg && p[-1] != ' ') || p[kl] != '=') continue;
+            const char *v = p + kl + 1, *e = v;
+            while (*e && *e != ' ' && *e != '"' && *e != '\\' && (unsigned char)*e >= 0x20) e++;
+            if (e == v) break;
+            int num = k <= 2 && k != 0;
+            for (const char *q = v; num && q < e; q++) num = *q >= '0' && *q <= '9';
+            int n = snprintf(out + o, cap - o, num ? ",\"%s\":%.*s" : ",\"%s\":\"%.*s\"", keys[k], (int)(e - v), v);
+            if (n < 0 || (size_t)n >= cap - o) { out[o] = 0; return; }
+            o += (size_t)n;
+            break;
+        }
+    }
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
     if (!log_enabled(level)) return;
@@ -82,10 +108,11 @@ void log_msg(int level, const char *fmt, ...)
     char line[8400];
     int len;
     if (atomic_load(&g_json)) {
-        char esc[8192];
+        char esc[8192], fields[1024];
         json_escape(esc, sizeof esc, msg);
-        len = snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"}\n",
-                       when, level_names[level], esc);
+        json_fields(fields, sizeof fields, msg);
+        len = snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\"%s,\"msg\":\"%s\"}\n",
+                       when, level_names[level], fields, esc);
     } else {
         len = snprintf(line, sizeof line, "%s %-5s %s\n", when, level_names[level], msg);
     }
