@@ -15,7 +15,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       build-essential pkg-config libmicrohttpd-dev libxml2-dev libcurl4-openssl-dev \
-      libcjson-dev liblmdb-dev zlib1g-dev libssl-dev \
+      libcjson-dev liblmdb-dev zlib1g-dev libssl-dev libgnutls28-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -24,7 +24,7 @@ RUN make MLC_SKIP_DEPS=1 build/ml-connector && strip build/ml-connector
 FROM debian:bookworm-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libmicrohttpd12 libxml2 libcurl4 libcjson1 liblmdb0 zlib1g libssl3 ca-certificates curl \
+      libmicrohttpd12 libxml2 libcurl4 libcjson1 liblmdb0 zlib1g libssl3 libgnutls30 ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/ml-connector --shell /usr/sbin/nologin mlc \
  && mkdir -p /var/lib/ml-connector /etc/ml-connector \

@@ -15,7 +15,7 @@
 BUILD   ?= build
 SAN     ?=
 CC      ?= cc
-PKGS    := libmicrohttpd libxml-2.0 libcurl libcjson lmdb zlib openssl
+PKGS    := libmicrohttpd libxml-2.0 libcurl libcjson lmdb zlib openssl gnutls
 
 OPT     ?= -O2
 CFLAGS_ALL := -std=c11 -D_DEFAULT_SOURCE -D_GNU_SOURCE -Wall -Wextra -Werror \

@@ -8,7 +8,8 @@
  *      (a typo must not be silently ignored);
  *   2. for each declared key take the file's value or the default, replace
  *      ${NAME} by the environment, convert and range-check it;
- *   3. cross-key rules (https-or-loopback, derived defaults, relative paths).
+ *   3. cross-key rules (https-or-loopback, derived defaults, relative paths,
+ *      the listener's TLS files loaded with GnuTLS as the server will).
  * Every error names the JSON path. cJSON is used only inside this file.
  *
  * Invariant: a returned struct config is complete (every field set or NULL
@@ -16,6 +17,7 @@
  */
 #include "config/config.h"
 #include "config/cron.h"
+#include "common/tls.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -50,6 +52,11 @@ static const struct key keys[] = {
     {"listen.threads",            CT_INT, OFF(listen_threads), "2", 1, 64, 0},
     {"listen.connection_limit",   CT_INT, OFF(listen_connection_limit), "512", 4, 65536, 0},
     {"listen.timeout_s",          CT_INT, OFF(listen_timeout_s), "60", 1, 3600, 0},
+    {"listen.tls_cert",           CT_STRING, OFF(listen_tls_cert), NULL, 0, 0, 0},
+    {"listen.tls_key",            CT_STRING, OFF(listen_tls_key), NULL, 0, 0, 0},
+    {"listen.client_ca",          CT_STRING, OFF(listen_client_ca), NULL, 0, 0, 0},
+    {"listen.client_subject",     CT_STRING, OFF(listen_client_subject), NULL, 0, 0, 0},
+    {"listen.tls_priorities",     CT_STRING, OFF(listen_tls_priorities), TLS_DEFAULT_PRIORITIES, 0, 0, 0},
     {"sap.path",                  CT_STRING, OFF(sap_path), "/sap/idoc", 0, 0, 0},
     {"sap.username",              CT_STRING, OFF(sap_username), NULL, 0, 0, F_REQUIRED},
     {"sap.password",              CT_STRING, OFF(sap_password), NULL, 0, 0, F_REQUIRED | F_SECRET},
@@ -309,6 +316,20 @@ static char *xasprintf(const char *fmt, ...)
     return s;
 }
 
+/* A relative path names a file in the config file's folder. */
+static int relative_to_config(const struct config *c, char **path, char *err, size_t errlen)
+{
+    if ((*path)[0] == '/') return 0;
+    char *dup = strdup(c->source_path);
+    if (!dup) { seterr(err, errlen, "config: out of memory"); return -1; }
+    char *abs = xasprintf("%s/%s", dirname(dup), *path);
+    free(dup);
+    if (!abs) { seterr(err, errlen, "config: out of memory"); return -1; }
+    free(*path);
+    *path = abs;
+    return 0;
+}
+
 /* Pass 3: rules between keys and derived defaults. */
 static int validate(struct config *c, char *err, size_t errlen)
 {
@@ -366,16 +387,31 @@ static int validate(struct config *c, char *err, size_t errlen)
         seterr(err, errlen, "config: admin.token: must not be empty (leave the key out to disable /admin/)");
         return -1;
     }
-    /* The mapping path is relative to the config file's folder. */
-    if (c->mapping_path[0] != '/') {
-        char *dup = strdup(c->source_path);
-        if (!dup) { seterr(err, errlen, "config: out of memory"); return -1; }
-        char *abs = xasprintf("%s/%s", dirname(dup), c->mapping_path);
-        free(dup);
-        if (!abs) { seterr(err, errlen, "config: out of memory"); return -1; }
-        free(c->mapping_path);
-        c->mapping_path = abs;
+    /* HTTPS: the files are loaded with GnuTLS here, as the listener will
+     * load them, so check-config and serve report a bad file by its key. */
+    static const char *const tls_keys[] = {"listen.tls_cert", "listen.tls_key", "listen.client_ca",
+                                           "listen.client_subject", "listen.tls_priorities"};
+    const char *tls_vals[] = {c->listen_tls_cert, c->listen_tls_key, c->listen_client_ca,
+                              c->listen_client_subject, c->listen_tls_priorities};
+    for (size_t i = 0; i < sizeof tls_keys / sizeof tls_keys[0]; i++) {
+        if (tls_vals[i] && !tls_vals[i][0]) {
+            seterr(err, errlen, "config: %s: must not be empty (leave the key out%s)", tls_keys[i],
+                   i < 2 ? " for plain HTTP" : "");
+            return -1;
+        }
     }
+    for (size_t i = 0; i < 3; i++) {
+        char **f = i == 0 ? &c->listen_tls_cert : i == 1 ? &c->listen_tls_key : &c->listen_client_ca;
+        if (*f && relative_to_config(c, f, err, errlen)) return -1;
+    }
+    char terr[400];
+    if (tls_check_config(c->listen_tls_cert, c->listen_tls_key, c->listen_client_ca, c->listen_client_subject,
+                         c->listen_tls_priorities, terr, sizeof terr) != 0) {
+        seterr(err, errlen, "config: %s", terr);
+        return -1;
+    }
+    /* The mapping path is relative to the config file's folder. */
+    if (relative_to_config(c, &c->mapping_path, err, errlen)) return -1;
     return 0;
 }
 

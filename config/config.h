@@ -22,6 +22,11 @@ struct config {
     int64_t listen_threads;          /* HTTP worker threads (MHD pool) */
     int64_t listen_connection_limit;
     int64_t listen_timeout_s;        /* idle connection timeout */
+    char *listen_tls_cert;           /* PEM; with tls_key: HTTPS (NULL: plain HTTP) */
+    char *listen_tls_key;            /* PEM path (printed; its content never is) */
+    char *listen_client_ca;          /* PEM bundle; client certificates for sap.path */
+    char *listen_client_subject;     /* optional pin, see common/tls.h */
+    char *listen_tls_priorities;     /* GnuTLS priority string */
     /* sap */
     char *sap_path;
     char *sap_username;

@@ -259,4 +259,42 @@ size_t mapping_utf8_prefix(const char *s, size_t len, size_t max);
  * (see above). Caller frees. */
 char *mapping_key_path(const char *set, const char *column, const char *value);
 
+/* ---- schema: what a loaded mapping writes (config/mapping_schema.c) ------ */
+
+/* Kinds of column values, as mapping_apply will send them. */
+enum mapping_schema_kind {
+    MAPPING_SCHEMA_KEY = 0,  /* alternate-key column (one-column key, text):
+                                a record's key, a link's other_key_column, or
+                                the key column an @odata.bind addresses */
+    MAPPING_SCHEMA_TEXT,
+    MAPPING_SCHEMA_BOOL,
+    MAPPING_SCHEMA_DECIMAL,
+    MAPPING_SCHEMA_INTEGER,  /* whole number or choice value */
+    MAPPING_SCHEMA_DATE,
+    MAPPING_SCHEMA_LOOKUP,   /* "<nav>@odata.bind": column is <nav> */
+    MAPPING_SCHEMA_ANY,      /* the mapping cannot tell (null constant, empty value table) */
+};
+
+struct mapping_schema_item {
+    const char *entity;      /* entity set: "accounts" */
+    const char *column;      /* column logical name; a lookup's navigation property */
+    int kind;                /* enum mapping_schema_kind */
+    int max_length;          /* text/key: the length the mapping truncates to
+                                (column_lengths, max_length); 0 = none given */
+    /* lookups only (else NULL): */
+    const char *target;      /* entity set it points to: "accounts", "transactioncurrencies" */
+    const char *target_key;  /* bound by alternate key: that key column (first seen) */
+    const char *match;       /* looked up by id: the column matched ("isocurrencycode") */
+    const char *match_value; /* ... the constant matched ("SAP Standard"), NULL when from the IDoc */
+};
+
+/* Call cb for every (entity set, column) the loaded mapping writes or
+ * addresses by key, once each, in first-seen order (routes of the loaded
+ * orders_target only). A column that is a key anywhere is reported as a key.
+ * Strings live until cb returns. Returns 0, cb's first non-zero return
+ * (which stops the walk), or -1 (out of memory, NULL arguments). */
+int mapping_schema(const struct mapping *m, int (*cb)(const struct mapping_schema_item *it, void *ud), void *ud);
+/* "key", "text", "bool", "decimal", "integer", "date", "lookup", "any". */
+const char *mapping_schema_kind_name(int kind);
+
 #endif

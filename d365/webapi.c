@@ -66,6 +66,7 @@ struct d365_client {
     char auth_header[D365_TOKEN_MAX + 32];
     uint64_t batch_seq;
     struct d365_client_stats st;
+    const char *const *extra_headers; /* d365_send_ex: more header lines for this request */
 };
 
 struct req {
@@ -277,6 +278,7 @@ static void perform(struct d365_client *c, const struct req *q, struct resp *r)
         snprintf(line, sizeof line, "Prefer: %s", q->prefer);
         hd = curl_slist_append(hd, line);
     }
+    for (const char *const *x = c->extra_headers; x && *x; x++) hd = curl_slist_append(hd, *x);
     if (c->duplicate_detection) hd = curl_slist_append(hd, "MSCRM.SuppressDuplicateDetection: false");
     if (c->bypass_plugins) hd = curl_slist_append(hd, "MSCRM.BypassCustomPluginExecution: true");
     hd = curl_slist_append(hd, "Expect:"); /* no 100-continue round trip for large bodies */
@@ -447,6 +449,56 @@ enum d365_outcome d365_send_one(struct d365_client *c, struct d365_op *op)
     } else {
         from_response(c, op, &r, op->method);
         if (c->gov) d365_governor_release(c->gov, r.status, r.retry_after);
+    }
+    free(url);
+    return op->outcome;
+}
+
+enum d365_outcome d365_send_ex(struct d365_client *c, struct d365_op *op, const char *const *headers,
+                               char **body_out)
+{
+    if (body_out) *body_out = NULL;
+    d365_op_reset(op, 1);
+    int bad = !op->method || !*op->method || strpbrk(op->method, " \r\n") || !op->path || !*op->path ||
+              op->path[0] == '$' || (op->if_match && strpbrk(op->if_match, "\r\n")) ||
+              (op->if_none_match && strpbrk(op->if_none_match, "\r\n"));
+    for (const char *const *x = headers; !bad && x && *x; x++)
+        bad = strpbrk(*x, "\r\n") || !strchr(*x, ':') || **x == ':';
+    if (bad) {
+        op->outcome = D365_FAILED;
+        snprintf(op->code, sizeof op->code, "invalid");
+        snprintf(op->message, sizeof op->message, "invalid operation (method, path or header)");
+        return op->outcome;
+    }
+    char *path = d365_path_escape(op->path);
+    size_t ul = strlen(c->root) + (path ? strlen(path) : 0) + 1;
+    char *url = path ? malloc(ul) : NULL;
+    if (!url) {
+        free(path);
+        not_sent(op, "oom", "out of memory");
+        return op->outcome;
+    }
+    snprintf(url, ul, "%s%s", c->root, path);
+    free(path);
+    struct req q = {op->method, url, op->body, op->body ? strlen(op->body) : 0,
+                    op->body ? "application/json" : NULL, NULL, op->if_match, op->if_none_match};
+    struct resp r;
+    char code[32], why[600];
+    c->extra_headers = headers;
+    int sent = request(c, &q, &r, code, sizeof code, why, sizeof why) == 0;
+    c->extra_headers = NULL;
+    if (!sent) {
+        not_sent(op, code, why);
+    } else {
+        from_response(c, op, &r, op->method);
+        if (c->gov) d365_governor_release(c->gov, r.status, r.retry_after);
+        if (body_out && r.status != 0) {
+            *body_out = malloc(c->body.len + 1);
+            if (*body_out) {
+                if (c->body.len) memcpy(*body_out, c->body.p, c->body.len);
+                (*body_out)[c->body.len] = 0;
+            }
+        }
     }
     free(url);
     return op->outcome;

@@ -72,6 +72,18 @@ void d365_client_destroy(struct d365_client *c);
 /* Send one operation; fills its outputs and returns its outcome. */
 enum d365_outcome d365_send_one(struct d365_client *c, struct d365_op *op);
 
+/* d365_send_one with extra request headers and the response body (for the
+ * metadata calls of d365/metadata.h, which read JSON answers):
+ *   headers   NULL, or a NULL-terminated list of "Name: value" lines
+ *             ("MSCRM.SolutionUniqueName: mlc"); a line holding CR/LF or no
+ *             ':' makes the op FAILED with code "invalid", nothing sent;
+ *   body_out  NULL, or receives the response body whatever the status
+ *             (malloc'd, NUL-terminated, "" when empty; NULL when no answer
+ *             came: transport error, token unavailable, OOM). Caller frees.
+ * Same headers, governor, 401 renewal and outcome table as d365_send_one. */
+enum d365_outcome d365_send_ex(struct d365_client *c, struct d365_op *op, const char *const *headers,
+                               char **body_out);
+
 /* Send ops[0..n-1] as one $batch (n ≤ D365_BATCH_MAX; the caller picks the
  * size, D365_BATCH_DEFAULT is the suggested default). Every op gets its own
  * outcome: from its part, from its change set's response, or — when the batch

@@ -6,14 +6,14 @@ set -euo pipefail
 
 # Build and runtime libraries (pkg-config names are checked by --check).
 BUILD_PKGS="build-essential pkg-config libmicrohttpd-dev libxml2-dev libcurl4-openssl-dev
-libcjson-dev liblmdb-dev zlib1g-dev libssl-dev"
+libcjson-dev liblmdb-dev zlib1g-dev libssl-dev libgnutls28-dev"
 # Tests: cmocka for unit tests, curl/openssl/lmdb-utils for integration tests,
 # promtool (package prometheus) to validate /metrics.
 TEST_PKGS="libcmocka-dev curl openssl lmdb-utils prometheus python3"
 # Benchmarks: wrk drives the HTTP load.
 BENCH_PKGS="wrk"
 
-PC_MODULES="libmicrohttpd libxml-2.0 libcurl libcjson lmdb zlib openssl cmocka"
+PC_MODULES="libmicrohttpd libxml-2.0 libcurl libcjson lmdb zlib openssl gnutls cmocka"
 TOOLS="curl openssl promtool mdb_stat wrk python3"
 
 check() {

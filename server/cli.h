@@ -11,5 +11,7 @@ int cli_check_config(int argc, char **argv);
 int cli_parse(int argc, char **argv);
 int cli_map(int argc, char **argv);
 int cli_queue(int argc, char **argv);
+/* `dataverse setup|check`: provision / verify the columns and keys the mapping needs (cli_dataverse.c) */
+int cli_dataverse(int argc, char **argv);
 
 #endif

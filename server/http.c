@@ -9,12 +9,22 @@
  * Abuse limits: a total connection limit, an idle timeout, and a per
  * connection memory limit for headers (MHD answers oversize request lines and
  * headers itself with 414/431). Body memory is bounded inside ingest.
+ *
+ * TLS (listen.tls_cert/tls_key): MHD's GnuTLS, key and certificate handed
+ * over in memory and the key buffer wiped once the daemon holds it. With
+ * listen.client_ca MHD asks every client for a certificate (optional at the
+ * TLS level, so probes and scrapers without one still connect); requests to
+ * the SAP path are then checked at their first callback, before any body is
+ * read: no certificate, one not signed by the CA, or a subject not matching
+ * listen.client_subject is answered 403 through ingest_refuse (counted as
+ * reason="auth"). Other endpoints need no certificate.
  */
 #include "server/http.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +35,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/tls.h"
 #include "queue/queue.h"
 #include "server/admin.h"
 #include "server/ingest.h"
@@ -35,6 +46,11 @@ struct http {
     uint16_t port;
     atomic_int draining;
     size_t sap_path_len;
+    int client_certs;           /* listen.client_ca set: check the SAP path */
+    char mode[320];             /* for http_mode */
+    char start_err[256];        /* MHD's last complaint while starting */
+    pthread_t starter;          /* the thread in http_start */
+    atomic_int starting;
 };
 
 static enum MHD_Result send_text(struct MHD_Connection *conn, unsigned status, const char *ctype,
@@ -134,8 +150,16 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 {
     (void)version;
     struct http *h = cls;
-    if (*req_cls ? ingest_owns(*req_cls) : is_sap_path(h, url))
+    if (*req_cls ? ingest_owns(*req_cls) : is_sap_path(h, url)) {
+        /* Once per request, at its first callback (headers only). */
+        if (!*req_cls && h->client_certs) {
+            char why[400];
+            const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+            if (tls_check_client(ci ? ci->tls_session : NULL, h->o.client_subject, why, sizeof why) != 0)
+                return ingest_refuse(h->o.ingest, conn, req_cls, MHD_HTTP_FORBIDDEN, METRICS_REJECT_AUTH, why);
+        }
         return ingest_handle(h->o.ingest, conn, method, upload_data, upload_data_size, req_cls);
+    }
     if (*req_cls || strncmp(url, "/admin/", 7) == 0)
         return admin_handle(h->o.admin, conn, url, method, upload_data, upload_data_size, req_cls);
 
@@ -166,10 +190,46 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    (void)cls;
+    struct http *h = cls;
     char buf[512];
     vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '.')) buf[--n] = 0;
+    /* Only the thread in MHD_start_daemon keeps its complaint (a pool
+     * thread may already log about a connection). */
+    if (atomic_load(&h->starting) && pthread_equal(pthread_self(), h->starter))
+        snprintf(h->start_err, sizeof h->start_err, "%.*s", (int)sizeof h->start_err - 1, buf);
     log_debug("http: libmicrohttpd: %s", buf);
+}
+
+/* The PEM files for MHD_OPTION_HTTPS_MEM_*; the key is wiped on release. */
+struct pems {
+    char *cert, *key, *ca;
+    size_t cert_len, key_len, ca_len;
+};
+
+static void pems_release(struct pems *p)
+{
+    free(p->cert);
+    tls_free_secret(p->key, p->key_len);
+    free(p->ca);
+    memset(p, 0, sizeof *p);
+}
+
+static int pems_read(const struct http_opts *o, struct pems *p, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    if (!MHD_is_feature_supported(MHD_FEATURE_TLS)) {
+        snprintf(err, errlen, "listen.tls_cert: this libmicrohttpd was built without TLS support");
+        return -1;
+    }
+    if (!(p->cert = tls_read_pem("listen.tls_cert", o->tls_cert, &p->cert_len, err, errlen)) ||
+        !(p->key = tls_read_pem("listen.tls_key", o->tls_key, &p->key_len, err, errlen)) ||
+        (o->client_ca && !(p->ca = tls_read_pem("listen.client_ca", o->client_ca, &p->ca_len, err, errlen)))) {
+        pems_release(p);
+        return -1;
+    }
+    return 0;
 }
 
 struct http *http_start(const struct http_opts *o, char *err, size_t errlen)
@@ -206,8 +266,39 @@ struct http *http_start(const struct http_opts *o, char *err, size_t errlen)
     }
     unsigned threads = o->threads ? o->threads : 2;
     unsigned limit = o->connection_limit < threads ? threads : o->connection_limit;
+
+    struct pems pem = {0};
+    struct MHD_OptionItem tls_opts[5] = {{MHD_OPTION_END, 0, NULL}};
+    int tls = o->tls_cert && o->tls_key;
+    if (tls) {
+        if (pems_read(o, &pem, err, errlen) != 0) {
+            free(h);
+            return NULL;
+        }
+        flags |= MHD_USE_TLS;
+        size_t n = 0;
+        tls_opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, pem.key};
+        tls_opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, pem.cert};
+        tls_opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                                (void *)(o->tls_priorities ? o->tls_priorities
+                                                                           : TLS_DEFAULT_PRIORITIES)};
+        /* A trust list makes MHD request (not require) a client certificate. */
+        if (pem.ca) tls_opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, pem.ca};
+        tls_opts[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+        h->client_certs = pem.ca != NULL;
+    }
+    if (!tls)
+        snprintf(h->mode, sizeof h->mode, "http");
+    else if (h->client_certs)
+        snprintf(h->mode, sizeof h->mode, "https, client certificates required for %s", o->sap_path);
+    else
+        snprintf(h->mode, sizeof h->mode, "https");
+
+    h->starter = pthread_self();
+    atomic_store(&h->starting, 1);
     h->d = MHD_start_daemon(
         flags, o->port, NULL, NULL, handler, h,
+        MHD_OPTION_ARRAY, tls_opts,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, limit,
@@ -219,9 +310,15 @@ struct http *http_start(const struct http_opts *o, char *err, size_t errlen)
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
         MHD_OPTION_END);
+    atomic_store(&h->starting, 0);
+    /* MHD has loaded the PEMs into its GnuTLS credentials at start. */
+    pems_release(&pem);
     if (!h->d) {
-        snprintf(err, errlen, "cannot listen on %s:%u (address in use or not available)", o->address,
-                 (unsigned)o->port);
+        if (h->start_err[0])
+            snprintf(err, errlen, "cannot listen on %s:%u: %s", o->address, (unsigned)o->port, h->start_err);
+        else
+            snprintf(err, errlen, "cannot listen on %s:%u (address in use or not available)", o->address,
+                     (unsigned)o->port);
         free(h);
         return NULL;
     }
@@ -231,6 +328,7 @@ struct http *http_start(const struct http_opts *o, char *err, size_t errlen)
 }
 
 uint16_t http_port(const struct http *h) { return h->port; }
+const char *http_mode(const struct http *h) { return h->mode; }
 void http_set_draining(struct http *h) { atomic_store(&h->draining, 1); }
 
 void http_quiesce(struct http *h)

@@ -22,6 +22,12 @@ struct http_opts {
     unsigned connection_limit;
     unsigned timeout_s;
     const char *sap_path;
+    /* HTTPS when tls_cert and tls_key (PEM paths) are set, else plain HTTP.
+     * client_ca (PEM bundle): requests to sap_path must present a client
+     * certificate signed by it (403 otherwise), whose subject satisfies
+     * client_subject when set (see common/tls.h). The other endpoints need
+     * none. tls_priorities: GnuTLS priority string (NULL: the default). */
+    const char *tls_cert, *tls_key, *client_ca, *client_subject, *tls_priorities;
     struct ingest *ingest;
     struct admin *admin;      /* /admin/ (404 when its token is unset) */
     struct queue *queue;
@@ -37,6 +43,10 @@ struct http *http_start(const struct http_opts *o, char *err, size_t errlen);
 
 /* The bound port (useful with port 0). */
 uint16_t http_port(const struct http *h);
+
+/* For the start-up line: "http", "https" or "https, client certificates
+ * required for <sap_path>". */
+const char *http_mode(const struct http *h);
 
 /* /readyz answers 503 "shutting down" from now on. */
 void http_set_draining(struct http *h);

@@ -509,6 +509,16 @@ static enum MHD_Result begin(struct ingest *in, struct MHD_Connection *conn, con
     return MHD_YES;
 }
 
+enum MHD_Result ingest_refuse(struct ingest *in, struct MHD_Connection *conn, void **req_cls,
+                              unsigned status, int reject, const char *reason)
+{
+    struct ingest_req *r = req_new(in, conn);
+    if (!r) return MHD_NO;
+    *req_cls = r;
+    fail(r, (int)status, reject, "%s", reason);
+    return answer_reject(r, conn);
+}
+
 enum MHD_Result ingest_handle(struct ingest *in, struct MHD_Connection *conn, const char *method,
                               const char *upload_data, size_t *upload_data_size, void **req_cls)
 {

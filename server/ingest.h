@@ -44,6 +44,15 @@ enum MHD_Result ingest_handle(struct ingest *in, struct MHD_Connection *conn,
                               const char *method, const char *upload_data,
                               size_t *upload_data_size, void **req_cls);
 
+/* Refuse a request to the SAP path at its first callback, before
+ * ingest_handle sees it (http.c's client certificate check): one text/plain
+ * line `reason` with `status`, counted in mlc_requests_rejected_total under
+ * `reject` (enum metrics_reject) and logged like ingest's own refusals. Sets
+ * *req_cls: later callbacks (the body, which is dropped) and completion go
+ * to ingest_handle / ingest_request_done as usual. */
+enum MHD_Result ingest_refuse(struct ingest *in, struct MHD_Connection *conn, void **req_cls,
+                              unsigned status, int reject, const char *reason);
+
 /* MHD_OPTION_NOTIFY_COMPLETED for requests ingest_handle created. */
 void ingest_request_done(void *req);
 

@@ -18,6 +18,7 @@ static void usage(FILE *f)
           "  ml-connector parse  FILE.xml...            print the IDocs in the files as JSON\n"
           "  ml-connector map    -c FILE  FILE.xml...   print the Dataverse operations they would become\n"
           "  ml-connector queue  -c FILE  stats|list|show|replay ...\n"
+          "  ml-connector dataverse setup|check -c FILE  create / verify the columns and keys the mapping needs\n"
           "  ml-connector version | --help\n"
           "-c may also come from the environment variable MLC_CONFIG.\n",
           f);
@@ -30,7 +31,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {
         {"serve", cli_serve}, {"check-config", cli_check_config}, {"parse", cli_parse},
-        {"map", cli_map},     {"queue", cli_queue},
+        {"map", cli_map},     {"queue", cli_queue},   {"dataverse", cli_dataverse},
     };
     if (argc < 2) {
         usage(stderr);

@@ -217,6 +217,11 @@ int cli_serve(int argc, char **argv)
         .connection_limit = (unsigned)cfg->listen_connection_limit,
         .timeout_s = (unsigned)cfg->listen_timeout_s,
         .sap_path = cfg->sap_path,
+        .tls_cert = cfg->listen_tls_cert,
+        .tls_key = cfg->listen_tls_key,
+        .client_ca = cfg->listen_client_ca,
+        .client_subject = cfg->listen_client_subject,
+        .tls_priorities = cfg->listen_tls_priorities,
         .ingest = in,
         .admin = adm,
         .queue = q,
@@ -229,9 +234,9 @@ int cli_serve(int argc, char **argv)
         goto out;
     }
     int v6 = strchr(cfg->listen_address, ':') != NULL;
-    log_info("serve: listening on %s%s%s:%u (SAP path %s, queue %s, quota %lld MiB)", v6 ? "[" : "",
-             cfg->listen_address, v6 ? "]" : "", (unsigned)http_port(h), cfg->sap_path, cfg->queue_path,
-             (long long)cfg->queue_max_size_mb);
+    log_info("serve: listening on %s%s%s:%u (%s; SAP path %s, queue %s, quota %lld MiB)", v6 ? "[" : "",
+             cfg->listen_address, v6 ? "]" : "", (unsigned)http_port(h), http_mode(h), cfg->sap_path,
+             cfg->queue_path, (long long)cfg->queue_max_size_mb);
 
     struct delivery_opts dopts = {
         .queue = q,

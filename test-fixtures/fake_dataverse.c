@@ -13,7 +13,8 @@
  *       [--reset-phase before|after] [--part-429-every N]
  *       [--violation-grace-ms N] [--require-keys] [--key SET:COLUMN]...
  *       [--strict-columns] [--allow-state-patch] [--strict-close]
- *       [--changeset-failure-stops] [--allow-any-set] [--dump-on-exit FILE]
+ *       [--changeset-failure-stops] [--allow-any-set] [--bare-schema]
+ *       [--key-delay-ms N] [--key-fail SET:COLUMN]... [--dump-on-exit FILE]
  *
  * ---- Design ----------------------------------------------------------------
  * Threads. MHD runs one thread per connection (MHD_USE_INTERNAL_POLLING_THREAD
@@ -66,11 +67,30 @@
  * Control endpoints (no auth): GET /_fake/dump[?records=0&log=0&set=S] ->
  *   {"records": {"<set>": [{<columns>, "_id", "_version", "_binds": {"<nav>":
  *   {"set", "id", "ref"}}}]}, "counters": {...}, "users": {"<client_id>":
- *   {...}}, "settings": {...}, "log": [{"seq", "t", "user", "method", "set",
- *   "key", "id", "status", "applied", "batch", "changeset", "body", ...}]};
- *   POST /_fake/reset (records back to the seeds, log and counters cleared;
- *   tokens stay valid); GET|POST /_fake/config (settings, flag names with
+ *   {...}}, "settings": {...}, "schema": {"<set>": {"custom_columns": [...],
+ *   "keys": [{"schema", "attributes", "status", "solution"}]}}, "log": [{"seq",
+ *   "t", "user", "method", "set", "key", "id", "status", "applied", "batch",
+ *   "changeset", "body", "solution", ...}]};
+ *   POST /_fake/reset (records and table definitions back to the start, log
+ *   and counters cleared; tokens stay valid); GET|POST /_fake/config (settings, flag names with
  *   '_'); POST /_fake/revoke (every issued token becomes unknown -> 401).
+ *
+ * Table definitions (metadata Web API, for `ml-connector dataverse setup`).
+ * Every set has a definition: its columns (the schema below, plus a lookup
+ * column per navigation property) and its alternate keys, served at
+ * EntityDefinitions(LogicalName='t') with $expand=Attributes,Keys, the
+ * Attributes and Keys collections (POST creates a column or a key), the
+ * StringAttributeMetadata cast (MaxLength) and asyncoperations(<AsyncJob>).
+ * By default the fake is "already provisioned": the mlc_* columns exist and
+ * the declared keys are Active, so other tests upsert by them at once. With
+ * --bare-schema it starts as a stock Dynamics 365 Sales org: no mlc_* column
+ * and no key; a write naming an mlc_* column that was not created is 400
+ * (property does not exist) and an upsert or bind by a key that is not
+ * Active is 400 0x80060890 (as with --require-keys). A created key is
+ * Pending for --key-delay-ms (default 300), then Active (it becomes a
+ * declared key) - or Failed when the set holds duplicate values for it or
+ * --key-fail SET:COLUMN names it; the failure text is the message of its
+ * AsyncJob. Pending keys are promoted lazily, when the next request comes.
  *
  * Where it is simplified or chooses what DV leaves open (also in the report):
  *  - codes DV marks UNCONFIRMED are used as DV gives them: 0x80060891 with 404
@@ -85,6 +105,11 @@
  *  - schema: known sets, columns, lengths and navigation properties of
  *    MAPPING.md (plus a few stock ones); unknown columns are accepted unless
  *    --strict-columns; choice values checked for customertypecode only.
+ *  - metadata: no publishing, no solutions beyond recording the
+ *    MSCRM.SolutionUniqueName header, no InProgress key status, no
+ *    multi-column keys for addressing records, $select/$filter on data
+ *    queries do not check that mlc_* columns exist; metadata texts the
+ *    fake makes up start with "fake:".
  *  - closing a record that is already closed is a no-op (204) unless
  *    --strict-close; closed records stay editable; no pricing logic.
  *  - @odata.bind literals are percent-decoded (no request filtering there).
@@ -659,6 +684,31 @@ struct rec {
     long version;
 };
 
+/* Table definitions as the metadata Web API shows them (EntityDefinitions):
+ * a set's columns and alternate keys. Seeded from the schema above; the
+ * metadata endpoints add custom columns and keys at run time. */
+enum { KS_PENDING, KS_ACTIVE, KS_FAILED };
+static const char *const KS_NAMES[] = { "Pending", "Active", "Failed" };
+
+struct mdattr {
+    char *logical, *schema;
+    const char *type;               /* AttributeType: "String", "Boolean", "Lookup", ... (static) */
+    int ctype;                      /* enum ctype for value checks; -1: not a value column */
+    int maxlen, custom;
+    char id[37];
+    char *solution;                 /* MSCRM.SolutionUniqueName it was created with */
+};
+
+struct mdkey {
+    char *logical, *schema, *solution;
+    char **attrs;
+    size_t nattrs;
+    int status;                     /* KS_*; Pending until active_at */
+    double active_at;               /* monotonic */
+    char id[37], job[37];           /* MetadataId, AsyncJob (the index job) */
+    char *fail_msg;
+};
+
 struct eset {
     char *name, *logical, *idcol;
     const struct setspec *spec;     /* NULL for a set made up by --allow-any-set */
@@ -668,6 +718,12 @@ struct eset {
     struct hmap bykey;              /* "col\x1f<lower-case value>" -> rec */
     char **keycols;                 /* declared keys first, then implicit ones */
     size_t nkeycols, ndeclared;
+    char mdid[37];                  /* MetadataId of the table */
+    struct mdattr **mattrs;         /* columns (metadata) */
+    size_t nmattrs;
+    struct hmap mbyname;            /* lower-case logical name -> mdattr */
+    struct mdkey **mkeys;           /* alternate keys (metadata) */
+    size_t nmkeys;
 };
 
 struct counters {
@@ -706,6 +762,8 @@ struct cfg {
     int reset_after;                /* --reset-phase after */
     int require_keys, strict_columns, allow_state_patch, strict_close,
         changeset_failure_stops, allow_any_set;
+    int bare_schema;                /* --bare-schema: no mlc_* columns or keys until created */
+    long key_delay_ms;              /* a new key's index: Pending this long, then Active */
 };
 
 struct req;   /* per-request state, defined with the MHD glue */
@@ -729,6 +787,8 @@ static struct {
     char last_tenant[128];
     char **extra_keys;              /* --key SET:COLUMN */
     size_t nextra_keys;
+    char **key_fail;                /* --key-fail SET:COLUMN: that key's index fails */
+    size_t nkey_fail;
     EVP_PKEY *cert_key;
     char *cert_x5t, *cert_x5t256;
     int port;
@@ -806,6 +866,204 @@ static void eset_add_key(struct eset *s, const char *col, int declared)
     }
 }
 
+/* ---- metadata: columns and alternate keys (EntityDefinitions) ---- */
+
+/* The custom columns of this fake's schema (what `dataverse setup` makes). */
+static int is_custom_col(const char *col) { return !strncmp(col, "mlc_", 4); }
+
+static const char *ctype_attr_type(const struct colspec *c)
+{
+    switch (c->type) {
+    case T_STR: return "String";
+    case T_MEMO: return "Memo";
+    case T_INT: return !strcmp(c->name, "statecode") ? "State" : !strcmp(c->name, "statuscode") ? "Status" : "Integer";
+    case T_CHOICE: return "Picklist";
+    case T_BOOL: return "Boolean";
+    case T_DEC: return "Decimal";
+    case T_MONEY: return "Money";
+    case T_DATE: return "DateTime";
+    }
+    return "String";
+}
+
+static struct mdattr *md_attr(const struct eset *s, const char *logical)
+{
+    char low[160];
+    if (strlen(logical) >= sizeof low) return NULL;
+    lower_into(low, logical);
+    return hm_get(&s->mbyname, low);
+}
+
+static struct mdattr *md_add_attr(struct eset *s, const char *logical, const char *schema, const char *type,
+                                  int ctype, int maxlen, int custom)
+{
+    struct mdattr *a = md_attr(s, logical);
+    if (a) return a;
+    a = xcalloc(1, sizeof *a);
+    a->logical = xstrdup(logical);
+    lower_into(a->logical, logical);
+    a->schema = xstrdup(schema ? schema : logical);
+    a->type = type;
+    a->ctype = ctype;
+    a->maxlen = maxlen;
+    a->custom = custom;
+    new_guid(a->id);
+    s->mattrs = xrealloc(s->mattrs, (s->nmattrs + 1) * sizeof *s->mattrs);
+    s->mattrs[s->nmattrs++] = a;
+    hm_put(&s->mbyname, a->logical, a);
+    return a;
+}
+
+static struct mdkey *md_add_key(struct eset *s, const char *schema, char **attrs, size_t n, int status)
+{
+    struct mdkey *k = xcalloc(1, sizeof *k);
+    k->schema = xstrdup(schema);
+    k->logical = xstrdup(schema);
+    lower_into(k->logical, schema);
+    k->attrs = xcalloc(n, sizeof *k->attrs);
+    for (size_t i = 0; i < n; i++) {
+        k->attrs[i] = xstrdup(attrs[i]);
+        lower_into(k->attrs[i], attrs[i]);
+    }
+    k->nattrs = n;
+    k->status = status;
+    new_guid(k->id);
+    new_guid(k->job);
+    s->mkeys = xrealloc(s->mkeys, (s->nmkeys + 1) * sizeof *s->mkeys);
+    s->mkeys[s->nmkeys++] = k;
+    return k;
+}
+
+static void md_free(struct eset *s)
+{
+    for (size_t i = 0; i < s->nmattrs; i++) {
+        free(s->mattrs[i]->logical);
+        free(s->mattrs[i]->schema);
+        free(s->mattrs[i]->solution);
+        free(s->mattrs[i]);
+    }
+    free(s->mattrs);
+    s->mattrs = NULL;
+    s->nmattrs = 0;
+    hm_free(&s->mbyname, NULL);
+    for (size_t i = 0; i < s->nmkeys; i++) {
+        struct mdkey *k = s->mkeys[i];
+        for (size_t a = 0; a < k->nattrs; a++) free(k->attrs[a]);
+        free(k->attrs);
+        free(k->logical);
+        free(k->schema);
+        free(k->solution);
+        free(k->fail_msg);
+        free(k);
+    }
+    free(s->mkeys);
+    s->mkeys = NULL;
+    s->nmkeys = 0;
+}
+
+/* The definition a set starts with: its primary id, the schema's columns
+ * (without the mlc_* ones under --bare-schema), one lookup column per
+ * navigation property (customerid_account -> customerid), and an Active
+ * key for every declared key. */
+static void md_init(struct eset *s)
+{
+    new_guid(s->mdid);
+    md_add_attr(s, s->idcol, NULL, "Uniqueidentifier", -1, 0, 0);
+    if (s->spec && s->spec->cols)
+        for (const struct colspec *c = s->spec->cols; c->name; c++) {
+            if (g.cfg.bare_schema && is_custom_col(c->name)) continue;
+            md_add_attr(s, c->name, NULL, ctype_attr_type(c), c->type, c->maxlen, is_custom_col(c->name));
+        }
+    if (s->spec)
+        for (const struct navspec *n = s->spec->navs; n && n->nav; n++) {
+            char col[128];
+            const char *type = "Lookup";
+            snprintf(col, sizeof col, "%s", n->nav);
+            char *us = strrchr(col, '_');
+            if (us && (!strcmp(us, "_account") || !strcmp(us, "_contact"))) {
+                *us = 0;
+                type = "Customer";
+            } else if (!strcmp(col, "ownerid")) {
+                type = "Owner";
+            }
+            md_add_attr(s, col, NULL, type, -1, 0, 0);
+        }
+    for (size_t i = 0; i < s->ndeclared; i++) {
+        char schema[200];
+        snprintf(schema, sizeof schema, "%s_%s", s->logical, s->keycols[i]);
+        md_add_key(s, schema, &s->keycols[i], 1, KS_ACTIVE);
+    }
+}
+
+static int key_fail_flag(const struct eset *s, const struct mdkey *k)
+{
+    for (size_t i = 0; i < g.nkey_fail; i++) {
+        const char *c = strchr(g.key_fail[i], ':');
+        if (!c || strncmp(g.key_fail[i], s->name, (size_t)(c - g.key_fail[i])) ||
+            strlen(s->name) != (size_t)(c - g.key_fail[i]))
+            continue;
+        for (size_t a = 0; a < k->nattrs; a++)
+            if (!strcasecmp(k->attrs[a], c + 1)) return 1;
+    }
+    return 0;
+}
+
+/* A duplicate value of the key's columns among the records, or NULL. */
+static char *key_duplicate(const struct eset *s, const struct mdkey *k)
+{
+    struct hmap seen = { 0 };
+    char *dup = NULL;
+    for (size_t i = 0; i < s->n && !dup; i++) {
+        struct sbuf b = { 0 };
+        int all = 1;
+        for (size_t a = 0; a < k->nattrs && all; a++) {
+            char *v = json_text(cJSON_GetObjectItemCaseSensitive(s->v[i]->cols, k->attrs[a]));
+            if (!v) { all = 0; break; }
+            char *low = xstrdup(v);
+            lower_into(low, v);
+            if (a) sb_putn(&b, "\x1f", 1);
+            sb_puts(&b, low);
+            free(low);
+            free(v);
+        }
+        if (all) {
+            if (hm_get(&seen, sb_str(&b))) dup = xstrdup(sb_str(&b));
+            else hm_put(&seen, sb_str(&b), (void *)1);
+        }
+        sb_free(&b);
+    }
+    hm_free(&seen, NULL);
+    return dup;
+}
+
+/* Pending keys whose delay is over: build the "index" (Active: a declared
+ * key from now on), or fail it (--key-fail, or duplicate values). */
+static void md_tick(void)
+{
+    double now = mono_now();
+    for (size_t i = 0; i < g.nsets; i++) {
+        struct eset *s = g.sets[i];
+        for (size_t k = 0; k < s->nmkeys; k++) {
+            struct mdkey *mk = s->mkeys[k];
+            if (mk->status != KS_PENDING || now < mk->active_at) continue;
+            char *dup = NULL;
+            if (key_fail_flag(s, mk)) {
+                mk->status = KS_FAILED;
+                mk->fail_msg = xasprintf("fake: index creation for key %s failed (--key-fail).", mk->schema);
+            } else if ((dup = key_duplicate(s, mk))) {
+                for (char *p = dup; *p; p++) if (*p == '\x1f') *p = ',';
+                mk->status = KS_FAILED;
+                mk->fail_msg = xasprintf("fake: the index for key %s could not be created: duplicate values "
+                                         "'%s' in %s.", mk->schema, dup, s->logical);
+                free(dup);
+            } else {
+                mk->status = KS_ACTIVE;
+                if (mk->nattrs == 1) eset_add_key(s, mk->attrs[0], 1);
+            }
+        }
+    }
+}
+
 static struct eset *eset_new(const char *name, const struct setspec *spec)
 {
     struct eset *s = xcalloc(1, sizeof *s);
@@ -814,7 +1072,7 @@ static struct eset *eset_new(const char *name, const struct setspec *spec)
     if (spec) {
         s->logical = xstrdup(spec->logical);
         s->idcol = xstrdup(spec->idcol);
-        for (int i = 0; i < 4 && spec->keys[i]; i++) eset_add_key(s, spec->keys[i], 1);
+        for (int i = 0; i < 4 && spec->keys[i] && !g.cfg.bare_schema; i++) eset_add_key(s, spec->keys[i], 1);
     } else {
         size_t n = strlen(name);
         if (n > 3 && !strcmp(name + n - 3, "ies")) s->logical = xasprintf("%.*sy", (int)(n - 3), name);
@@ -827,6 +1085,7 @@ static struct eset *eset_new(const char *name, const struct setspec *spec)
         if (c && (size_t)(c - g.extra_keys[i]) == strlen(name) && !strncmp(g.extra_keys[i], name, strlen(name)))
             eset_add_key(s, c + 1, 1);
     }
+    md_init(s);
     g.sets = xrealloc(g.sets, (g.nsets + 1) * sizeof *g.sets);
     g.sets[g.nsets++] = s;
     return s;
@@ -851,9 +1110,28 @@ static void eset_clear(struct eset *s)
     for (size_t i = s->ndeclared; i < s->nkeycols; i++) free(s->keycols[i]);
     s->nkeycols = s->ndeclared;
 }
+/* Back to the definition the set started with (for /_fake/reset): keys
+ * and columns created through the metadata endpoints are dropped. Call on
+ * an empty set (after eset_clear). */
+static void eset_schema_reset(struct eset *s)
+{
+    for (size_t i = 0; i < s->nkeycols; i++) free(s->keycols[i]);
+    s->nkeycols = s->ndeclared = 0;
+    md_free(s);
+    if (s->spec)
+        for (int i = 0; i < 4 && s->spec->keys[i] && !g.cfg.bare_schema; i++) eset_add_key(s, s->spec->keys[i], 1);
+    for (size_t i = 0; i < g.nextra_keys; i++) {
+        const char *c = strchr(g.extra_keys[i], ':');
+        if (c && (size_t)(c - g.extra_keys[i]) == strlen(s->name) && !strncmp(g.extra_keys[i], s->name, strlen(s->name)))
+            eset_add_key(s, c + 1, 1);
+    }
+    md_init(s);
+}
+
 static void eset_free(struct eset *s)
 {
     eset_clear(s);
+    md_free(s);
     for (size_t i = 0; i < s->nkeycols; i++) free(s->keycols[i]);
     free(s->keycols);
     free(s->v);
@@ -1173,6 +1451,7 @@ struct opreq {
     const char *body;
     size_t body_len;
     const char *content_type, *if_match, *if_none_match, *prefer;
+    const char *solution;       /* MSCRM.SolutionUniqueName (metadata writes) */
 };
 
 struct opresp {
@@ -1860,9 +2139,10 @@ static int prefer_has(const char *prefer, const char *what)
     return prefer && strcasestr(prefer, what) != NULL;
 }
 
-/* accounts(accountid=<guid>) is the primary key; with --require-keys only
- * declared single-column keys may address a record; otherwise a column used
- * as a key becomes an (implicit) unique key of the set. */
+/* accounts(accountid=<guid>) is the primary key; with --require-keys (and
+ * with --bare-schema: keys exist once created and Active) only declared
+ * single-column keys may address a record; otherwise a column used as a key
+ * becomes an (implicit) unique key of the set. */
 static int check_keys(struct eset *s, struct target *t, struct opresp *rs)
 {
     if (t->by_id) return 0;
@@ -1871,7 +2151,7 @@ static int check_keys(struct eset *s, struct target *t, struct opresp *rs)
         t->by_id = 1;
         return 0;
     }
-    if (g.cfg.require_keys) {
+    if (g.cfg.require_keys || g.cfg.bare_schema) {
         if (t->nkp != 1 || !eset_is_declared_key(s, t->kp[0].col)) {
             op_error(rs, 400, E_KEY_UNDEFINED,
                      "The key in the request URI is not valid for resource 'Microsoft.Dynamics.CRM.%s'. "
@@ -1987,6 +2267,24 @@ static int is_date(const char *v)
 static int check_col(const struct eset *s, const char *col, const cJSON *v, struct opresp *rs)
 {
     const struct colspec *cs = find_col(s->spec, col);
+    const struct mdattr *ma = md_attr(s, col);
+    struct colspec dyn;
+    if (!ma && g.cfg.bare_schema && is_custom_col(col)) {
+        /* --bare-schema: a custom column exists once created */
+        op_error(rs, 400, E_ODATA,
+                 "The property '%s' does not exist on type 'Microsoft.Dynamics.CRM.%s'. "
+                 "Make sure to only use property names that are defined by the type.", col, s->logical);
+        return -1;
+    }
+    if (ma && ma->custom && ma->ctype >= 0) {
+        /* a column created through the metadata endpoints: its definition rules */
+        dyn.name = ma->logical;
+        dyn.type = ma->ctype;
+        dyn.maxlen = ma->maxlen;
+        dyn.flags = cs ? cs->flags : 0;
+        dyn.choices = cs ? cs->choices : NULL;
+        cs = &dyn;
+    }
     if (!cs) {
         if (g.cfg.strict_columns && s->spec && strcmp(col, "statecode") && strcmp(col, "statuscode")) {
             op_error(rs, 400, E_ODATA,
@@ -2581,6 +2879,7 @@ static void op_log(struct opctx *x, const struct opreq *rq, const struct opout *
     else cJSON_AddNullToObject(e, "changeset");
     if (x->content_id) cJSON_AddStringToObject(e, "content_id", x->content_id);
     if (oo->ignored) cJSON_AddItemToObject(e, "ignored", cJSON_Duplicate(oo->ignored, 1));
+    if (rq->solution) cJSON_AddStringToObject(e, "solution", rq->solution);
     if (rs->status >= 400) {
         cJSON *er = cJSON_AddObjectToObject(e, "error");
         cJSON_AddStringToObject(er, "code", rs->err_code ? rs->err_code : "");
@@ -2591,6 +2890,553 @@ static void op_log(struct opctx *x, const struct opreq *rq, const struct opout *
     if (applied) g.c.writes++;
 }
 
+/* ---- metadata endpoints (EntityDefinitions, asyncoperations) ----
+ * GET  EntityDefinitions[?$select&$filter=EntitySetName|LogicalName eq '…']
+ * GET  EntityDefinitions(LogicalName='t')[?$select&$expand=Attributes(…),Keys(…)]
+ * GET  EntityDefinitions(LogicalName='t')/Attributes[/Microsoft.Dynamics.CRM.<Type>AttributeMetadata]
+ * GET  EntityDefinitions(LogicalName='t')/Attributes(LogicalName='c')
+ * POST EntityDefinitions(LogicalName='t')/Attributes    <…AttributeMetadata>  -> 204
+ * GET  EntityDefinitions(LogicalName='t')/Keys[(LogicalName='k') | (<id>)]
+ * POST EntityDefinitions(LogicalName='t')/Keys          <EntityKeyMetadata>   -> 204, Pending
+ * GET  asyncoperations(<id>)      the index job of a key (why it failed)
+ * $select on the base AttributeMetadata type refuses properties of derived
+ * types (MaxLength), as OData does: read those through the type cast. */
+
+static const char *const MD_ATTR_BASE[] = {
+    "MetadataId", "LogicalName", "SchemaName", "AttributeType", "AttributeTypeName", "IsCustomAttribute",
+    "EntityLogicalName", "IsPrimaryId", "DisplayName", "RequiredLevel", "IsValidForCreate", "IsValidForUpdate",
+    "IsValidForRead", "AttributeOf", NULL
+};
+static const char *const MD_ATTR_STRING[] = { "MaxLength", "FormatName", "DatabaseLength", NULL };
+static const char *const MD_KEY_PROPS[] = {
+    "MetadataId", "LogicalName", "SchemaName", "KeyAttributes", "EntityKeyIndexStatus", "AsyncJob",
+    "EntityLogicalName", "DisplayName", "IsManaged", NULL
+};
+
+static int name_in(const char *const *list, const char *name)
+{
+    for (; list && *list; list++)
+        if (!strcmp(*list, name)) return 1;
+    return 0;
+}
+
+/* Every name of a $select list in one of the allowed lists; else writes
+ * the first offending name into bad. */
+static int select_ok(const char *select, const char *const *a, const char *const *b, char *bad, size_t bl)
+{
+    for (const char *p = select; p && *p;) {
+        size_t l = strcspn(p, ",");
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(l < sizeof name ? l : sizeof name - 1), p);
+        if (*name && !name_in(a, name) && !name_in(b, name)) {
+            snprintf(bad, bl, "%s", name);
+            return 0;
+        }
+        p += l;
+        if (*p == ',') p++;
+    }
+    return 1;
+}
+
+static int selected(const char *select, const char *name) { return !select || in_list(select, name); }
+
+/* One item of $expand: 1 if present; its $select (or "" for none) into sel. */
+static int expand_item(const char *expand, const char *name, char *sel, size_t sl)
+{
+    size_t nl = strlen(name);
+    int depth = 0;
+    const char *start = expand;
+    for (const char *p = expand;; p++) {
+        if (*p == '(') depth++;
+        else if (*p == ')') depth--;
+        if (*p && (*p != ',' || depth > 0)) continue;
+        /* item [start, p) */
+        const char *q = start;
+        while (q < p && *q == ' ') q++;
+        if ((size_t)(p - q) >= nl && !strncmp(q, name, nl) && (q + nl == p || q[nl] == '(')) {
+            sel[0] = 0;
+            const char *o = q + nl;
+            if (*o == '(') {
+                const char *se = strstr(o, "$select=");
+                if (se && se < p) {
+                    se += 8;
+                    size_t l = strcspn(se, ";)");
+                    snprintf(sel, sl, "%.*s", (int)l, se);
+                }
+            }
+            return 1;
+        }
+        if (!*p) return 0;
+        start = p + 1;
+    }
+}
+
+static const char *odata_attr_type(const char *type)
+{
+    static const struct { const char *t, *o; } M[] = {
+        { "String", "StringAttributeMetadata" }, { "Memo", "MemoAttributeMetadata" },
+        { "Integer", "IntegerAttributeMetadata" }, { "Picklist", "PicklistAttributeMetadata" },
+        { "State", "StateAttributeMetadata" }, { "Status", "StatusAttributeMetadata" },
+        { "Boolean", "BooleanAttributeMetadata" }, { "Decimal", "DecimalAttributeMetadata" },
+        { "Money", "MoneyAttributeMetadata" }, { "DateTime", "DateTimeAttributeMetadata" },
+        { "Lookup", "LookupAttributeMetadata" }, { "Customer", "LookupAttributeMetadata" },
+        { "Owner", "LookupAttributeMetadata" }, { "Uniqueidentifier", "UniqueIdentifierAttributeMetadata" },
+        { "Double", "DoubleAttributeMetadata" },
+    };
+    for (size_t i = 0; i < sizeof M / sizeof M[0]; i++)
+        if (!strcmp(M[i].t, type)) return M[i].o;
+    return "AttributeMetadata";
+}
+
+static cJSON *md_label(const char *text)
+{
+    cJSON *l = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(l, "LocalizedLabels");
+    cJSON *ll = cJSON_CreateObject();
+    cJSON_AddStringToObject(ll, "Label", text);
+    cJSON_AddNumberToObject(ll, "LanguageCode", 1033);
+    cJSON_AddItemToArray(arr, ll);
+    cJSON_AddItemToObject(l, "UserLocalizedLabel", cJSON_Duplicate(ll, 1));
+    return l;
+}
+
+static cJSON *md_attr_json(const struct eset *s, const struct mdattr *a, const char *select)
+{
+    cJSON *o = cJSON_CreateObject();
+    char ot[96];
+    snprintf(ot, sizeof ot, "#Microsoft.Dynamics.CRM.%s", odata_attr_type(a->type));
+    cJSON_AddStringToObject(o, "@odata.type", ot);
+    cJSON_AddStringToObject(o, "MetadataId", a->id);
+    if (selected(select, "LogicalName")) cJSON_AddStringToObject(o, "LogicalName", a->logical);
+    if (selected(select, "SchemaName")) cJSON_AddStringToObject(o, "SchemaName", a->schema);
+    if (selected(select, "EntityLogicalName")) cJSON_AddStringToObject(o, "EntityLogicalName", s->logical);
+    if (selected(select, "AttributeType")) cJSON_AddStringToObject(o, "AttributeType", a->type);
+    if (selected(select, "AttributeTypeName")) {
+        char tn[64];
+        snprintf(tn, sizeof tn, "%sType", a->type);
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(o, "AttributeTypeName"), "Value", tn);
+    }
+    if (selected(select, "IsCustomAttribute")) cJSON_AddBoolToObject(o, "IsCustomAttribute", a->custom);
+    if (selected(select, "IsPrimaryId")) cJSON_AddBoolToObject(o, "IsPrimaryId", !strcmp(a->logical, s->idcol));
+    if (selected(select, "DisplayName")) cJSON_AddItemToObject(o, "DisplayName", md_label(a->schema));
+    if ((!strcmp(a->type, "String") || !strcmp(a->type, "Memo")) && selected(select, "MaxLength"))
+        cJSON_AddNumberToObject(o, "MaxLength", a->maxlen);
+    return o;
+}
+
+static cJSON *md_key_json(const struct eset *s, const struct mdkey *k, const char *select)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "MetadataId", k->id);
+    if (selected(select, "LogicalName")) cJSON_AddStringToObject(o, "LogicalName", k->logical);
+    if (selected(select, "SchemaName")) cJSON_AddStringToObject(o, "SchemaName", k->schema);
+    if (selected(select, "EntityLogicalName")) cJSON_AddStringToObject(o, "EntityLogicalName", s->logical);
+    if (selected(select, "KeyAttributes")) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "KeyAttributes");
+        for (size_t i = 0; i < k->nattrs; i++) cJSON_AddItemToArray(arr, cJSON_CreateString(k->attrs[i]));
+    }
+    if (selected(select, "EntityKeyIndexStatus")) cJSON_AddStringToObject(o, "EntityKeyIndexStatus", KS_NAMES[k->status]);
+    if (selected(select, "AsyncJob")) cJSON_AddStringToObject(o, "AsyncJob", k->job);
+    if (selected(select, "IsManaged")) cJSON_AddFalseToObject(o, "IsManaged");
+    if (selected(select, "DisplayName")) cJSON_AddItemToObject(o, "DisplayName", md_label(k->schema));
+    return o;
+}
+
+static void md_entity_props(cJSON *o, const struct eset *s, const char *select)
+{
+    cJSON_AddStringToObject(o, "MetadataId", s->mdid);
+    if (selected(select, "LogicalName")) cJSON_AddStringToObject(o, "LogicalName", s->logical);
+    if (selected(select, "EntitySetName")) cJSON_AddStringToObject(o, "EntitySetName", s->name);
+    if (selected(select, "SchemaName")) {
+        char sn[128];
+        snprintf(sn, sizeof sn, "%s", s->logical);
+        sn[0] = (char)toupper((unsigned char)sn[0]);
+        cJSON_AddStringToObject(o, "SchemaName", sn);
+    }
+    if (selected(select, "PrimaryIdAttribute")) cJSON_AddStringToObject(o, "PrimaryIdAttribute", s->idcol);
+    if (selected(select, "IsCustomEntity")) cJSON_AddBoolToObject(o, "IsCustomEntity", 0);
+}
+
+static struct eset *md_entity(const char *logical)
+{
+    for (size_t i = 0; i < g.nsets; i++)
+        if (!strcasecmp(g.sets[i]->logical, logical)) return g.sets[i];
+    return NULL;
+}
+
+static void md_not_found(struct opresp *rs, const char *logical)
+{
+    op_error(rs, 404, E_NOT_EXIST, "Could not find an entity with specified entity name: %s", logical);
+}
+
+static struct mdkey *md_key_find(const struct eset *s, const char *name_or_id)
+{
+    for (size_t i = 0; i < s->nmkeys; i++)
+        if (!strcasecmp(s->mkeys[i]->logical, name_or_id) || !strcasecmp(s->mkeys[i]->id, name_or_id))
+            return s->mkeys[i];
+    return NULL;
+}
+
+/* "Name('x')" / "Name(LogicalName='x')" / "Name(<guid>)" -> x; NULL when prop is just "Name". */
+static char *md_pred(const char *prop, const char *name, int *bad)
+{
+    size_t nl = strlen(name);
+    *bad = 0;
+    if (strncmp(prop, name, nl)) { *bad = 1; return NULL; }
+    const char *p = prop + nl;
+    if (!*p || *p == '/') return NULL;
+    const char *e = *p == '(' ? strchr(p, ')') : NULL;
+    if (!e || e[1]) { *bad = 1; return NULL; }
+    const char *v = p + 1;
+    if (!strncmp(v, "LogicalName=", 12)) v += 12;
+    size_t vl = (size_t)(e - v);
+    if (vl >= 2 && v[0] == '\'' && v[vl - 1] == '\'') { v++; vl -= 2; }
+    return xstrndup(v, vl);
+}
+
+static const char *label_text(const cJSON *label)
+{
+    const cJSON *ll = cJSON_GetObjectItemCaseSensitive(label, "LocalizedLabels");
+    const cJSON *first = cJSON_IsArray(ll) ? cJSON_GetArrayItem(ll, 0) : NULL;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(first, "Label");
+    return cJSON_IsString(t) && *t->valuestring ? t->valuestring : NULL;
+}
+
+/* "sample_BankName": a customization prefix, '_', a name; letters, digits, '_'. */
+static int schema_name_ok(const char *n)
+{
+    const char *us = n ? strchr(n, '_') : NULL;
+    if (!us || us == n || !us[1] || strlen(n) > 50) return 0;
+    for (const char *p = n; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_') return 0;
+    return isalpha((unsigned char)n[0]);
+}
+
+static void md_create_attr(struct opctx *x, const struct opreq *rq, struct eset *s, const cJSON *body,
+                           struct opresp *rs, struct opout *oo)
+{
+    static const struct { const char *odata, *type; int ctype; } T[] = {
+        { "StringAttributeMetadata", "String", T_STR }, { "MemoAttributeMetadata", "Memo", T_MEMO },
+        { "BooleanAttributeMetadata", "Boolean", T_BOOL }, { "DecimalAttributeMetadata", "Decimal", T_DEC },
+        { "IntegerAttributeMetadata", "Integer", T_INT }, { "DateTimeAttributeMetadata", "DateTime", T_DATE },
+        { "MoneyAttributeMetadata", "Money", T_MONEY }, { "DoubleAttributeMetadata", "Double", T_DEC },
+    };
+    const cJSON *ot = cJSON_GetObjectItemCaseSensitive(body, "@odata.type");
+    const char *o = cJSON_IsString(ot) ? ot->valuestring : "";
+    if (*o == '#') o++;
+    if (!strncmp(o, "Microsoft.Dynamics.CRM.", 23)) o += 23;
+    size_t ti = 0;
+    while (ti < sizeof T / sizeof T[0] && strcmp(T[ti].odata, o)) ti++;
+    if (ti == sizeof T / sizeof T[0]) {
+        op_error(rs, 400, E_PAYLOAD, "fake: @odata.type '%s' cannot be created here (String, Memo, Boolean, "
+                 "Decimal, Integer, DateTime, Money, Double AttributeMetadata; lookups need a relationship).",
+                 cJSON_IsString(ot) ? ot->valuestring : "");
+        return;
+    }
+    const cJSON *sn = cJSON_GetObjectItemCaseSensitive(body, "SchemaName");
+    if (!cJSON_IsString(sn) || !schema_name_ok(sn->valuestring)) {
+        op_error(rs, 400, E_ARG, "fake: SchemaName must be a customization prefix, '_' and a name "
+                 "(letters, digits, '_'), at most 50 characters.");
+        return;
+    }
+    if (!label_text(cJSON_GetObjectItemCaseSensitive(body, "DisplayName"))) {
+        op_error(rs, 400, E_ARG, "fake: DisplayName needs a LocalizedLabels entry.");
+        return;
+    }
+    char logical[64];
+    lower_into(logical, sn->valuestring);
+    const cJSON *ln = cJSON_GetObjectItemCaseSensitive(body, "LogicalName");
+    if (cJSON_IsString(ln) && strcmp(ln->valuestring, logical)) {
+        op_error(rs, 400, E_ARG, "fake: LogicalName must be the lower case of SchemaName.");
+        return;
+    }
+    if (md_attr(s, logical)) {
+        op_error(rs, 400, E_DUPLICATE, "fake: an attribute with the name %s already exists on entity %s.",
+                 logical, s->logical);
+        return;
+    }
+    int maxlen = 0;
+    const cJSON *ml = cJSON_GetObjectItemCaseSensitive(body, "MaxLength");
+    if (T[ti].ctype == T_STR || T[ti].ctype == T_MEMO) {
+        int top = T[ti].ctype == T_STR ? 4000 : 1048576;
+        if (!cJSON_IsNumber(ml) || ml->valuedouble < 1 || ml->valuedouble > top) {
+            op_error(rs, 400, E_ARG, "fake: MaxLength must be between 1 and %d.", top);
+            return;
+        }
+        maxlen = (int)ml->valuedouble;
+    }
+    if (T[ti].ctype == T_BOOL) {
+        const cJSON *os = cJSON_GetObjectItemCaseSensitive(body, "OptionSet");
+        const cJSON *to = cJSON_GetObjectItemCaseSensitive(os, "TrueOption");
+        const cJSON *fo = cJSON_GetObjectItemCaseSensitive(os, "FalseOption");
+        if (!cJSON_IsObject(to) || !cJSON_IsObject(fo) ||
+            !label_text(cJSON_GetObjectItemCaseSensitive(to, "Label")) ||
+            !label_text(cJSON_GetObjectItemCaseSensitive(fo, "Label"))) {
+            op_error(rs, 400, E_ARG, "fake: a Boolean attribute needs OptionSet.TrueOption and "
+                     "OptionSet.FalseOption with labels.");
+            return;
+        }
+    }
+    struct mdattr *a = md_add_attr(s, logical, sn->valuestring, T[ti].type, T[ti].ctype, maxlen, 1);
+    if (rq->solution) a->solution = xstrdup(rq->solution);
+    oo->key = xasprintf("LogicalName='%s'/Attributes(%s)", s->logical, logical);
+    sb_printf(&rs->hdr, "OData-EntityId: %sEntityDefinitions(LogicalName='%s')/Attributes(%s)\r\n", x->base,
+              s->logical, a->id);
+    rs->status = 204;
+}
+
+static void md_create_key(struct opctx *x, const struct opreq *rq, struct eset *s, const cJSON *body,
+                          struct opresp *rs, struct opout *oo)
+{
+    static const char *const keyable[] = { "String", "Integer", "Decimal", "DateTime", "Lookup", "Customer",
+                                           "Owner", "Picklist", NULL };
+    const cJSON *ot = cJSON_GetObjectItemCaseSensitive(body, "@odata.type");
+    if (ot && (!cJSON_IsString(ot) || !strstr(ot->valuestring, "EntityKeyMetadata"))) {
+        op_error(rs, 400, E_PAYLOAD, "fake: the body must be an EntityKeyMetadata.");
+        return;
+    }
+    const cJSON *sn = cJSON_GetObjectItemCaseSensitive(body, "SchemaName");
+    const cJSON *ka = cJSON_GetObjectItemCaseSensitive(body, "KeyAttributes");
+    if (!cJSON_IsString(sn) || !schema_name_ok(sn->valuestring)) {
+        op_error(rs, 400, E_ARG, "fake: SchemaName must be a customization prefix, '_' and a name.");
+        return;
+    }
+    int n = cJSON_IsArray(ka) ? cJSON_GetArraySize(ka) : 0;
+    if (n < 1 || n > 16) {
+        op_error(rs, 400, E_ARG, "fake: KeyAttributes must list 1 to 16 attributes.");
+        return;
+    }
+    if (s->nmkeys >= 10) {
+        op_error(rs, 400, E_ARG, "fake: entity %s already has 10 keys, the maximum.", s->logical);
+        return;
+    }
+    char *attrs[16];
+    int na = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, ka) {
+        const struct mdattr *a = cJSON_IsString(it) ? md_attr(s, it->valuestring) : NULL;
+        if (!a) {
+            op_error(rs, 400, E_ARG, "fake: attribute '%s' does not exist on entity %s.",
+                     cJSON_IsString(it) ? it->valuestring : "?", s->logical);
+            return;
+        }
+        if (!name_in(keyable, a->type)) {
+            op_error(rs, 400, E_ARG, "fake: attribute %s of type %s cannot be part of a key.", a->logical, a->type);
+            return;
+        }
+        attrs[na++] = a->logical;
+    }
+    char low[64];
+    lower_into(low, sn->valuestring);
+    for (size_t i = 0; i < s->nmkeys; i++) {
+        const struct mdkey *k = s->mkeys[i];
+        int same = k->nattrs == (size_t)na;
+        for (int a = 0; same && a < na; a++) {
+            int hit = 0;
+            for (size_t b = 0; b < k->nattrs; b++) hit |= !strcmp(attrs[a], k->attrs[b]);
+            same = hit;
+        }
+        if (!strcmp(k->logical, low) || same) {
+            op_error(rs, 400, E_DUPLICATE, "fake: entity %s already has a key %s on these attributes or with "
+                     "this name.", s->logical, k->schema);
+            return;
+        }
+    }
+    struct mdkey *k = md_add_key(s, sn->valuestring, attrs, (size_t)na, KS_PENDING);
+    k->active_at = mono_now() + (double)g.cfg.key_delay_ms / 1000.0;
+    if (rq->solution) k->solution = xstrdup(rq->solution);
+    oo->key = xasprintf("LogicalName='%s'/Keys(%s)", s->logical, k->logical);
+    sb_printf(&rs->hdr, "OData-EntityId: %sEntityDefinitions(LogicalName='%s')/Keys(%s)\r\n", x->base,
+              s->logical, k->id);
+    rs->status = 204;
+}
+
+static void md_list_entities(struct opctx *x, struct target *t, struct opresp *rs)
+{
+    const char *select = tq(t, "$select"), *filter = tq(t, "$filter");
+    char fcol[32] = "", fval[128] = "";
+    if (filter && (sscanf(filter, "%31s eq '%127[^']'", fcol, fval) != 2 ||
+                   (strcmp(fcol, "EntitySetName") && strcmp(fcol, "LogicalName")))) {
+        op_error(rs, 400, E_ODATA, "fake: $filter on EntityDefinitions supports \"EntitySetName eq '...'\" and "
+                 "\"LogicalName eq '...'\" only.");
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    char *ctx = xasprintf("%s$metadata#EntityDefinitions", x->base);
+    cJSON_AddStringToObject(o, "@odata.context", ctx);
+    free(ctx);
+    cJSON *arr = cJSON_AddArrayToObject(o, "value");
+    for (size_t i = 0; i < g.nsets; i++) {
+        const struct eset *s = g.sets[i];
+        if (*fcol && strcasecmp(!strcmp(fcol, "EntitySetName") ? s->name : s->logical, fval)) continue;
+        cJSON *e = cJSON_CreateObject();
+        md_entity_props(e, s, select);
+        cJSON_AddItemToArray(arr, e);
+    }
+    op_json(rs, 200, o);
+}
+
+static void md_execute(struct opctx *x, const struct opreq *rq, struct target *t, const cJSON *body,
+                       struct opresp *rs, struct opout *oo)
+{
+    int get = !strcmp(rq->method, "GET"), post = !strcmp(rq->method, "POST");
+    oo->set = "EntityDefinitions";
+    if (!strcmp(t->set, "asyncoperations")) {
+        if (!get || !t->by_id || t->prop) {
+            op_error(rs, 405, "", "The requested resource does not support http method '%s'.", rq->method);
+            return;
+        }
+        for (size_t i = 0; i < g.nsets; i++)
+            for (size_t k = 0; k < g.sets[i]->nmkeys; k++) {
+                const struct mdkey *mk = g.sets[i]->mkeys[k];
+                if (strcasecmp(mk->job, t->id)) continue;
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "asyncoperationid", mk->job);
+                char *nm = xasprintf("Create index for EntityKey %s", mk->schema);
+                cJSON_AddStringToObject(o, "name", nm);
+                free(nm);
+                int st = mk->status == KS_ACTIVE ? 30 : mk->status == KS_FAILED ? 31 : 0;
+                cJSON_AddNumberToObject(o, "statecode", st ? 3 : 0);
+                cJSON_AddNumberToObject(o, "statuscode", st);
+                if (mk->fail_msg) {
+                    cJSON_AddStringToObject(o, "message", mk->fail_msg);
+                    cJSON_AddStringToObject(o, "friendlymessage", mk->fail_msg);
+                } else {
+                    cJSON_AddNullToObject(o, "message");
+                    cJSON_AddNullToObject(o, "friendlymessage");
+                }
+                op_json(rs, 200, o);
+                return;
+            }
+        op_error(rs, 404, E_NOT_EXIST, "asyncoperation With Id = %s Does Not Exist", t->id);
+        return;
+    }
+    if (!t->has_pred) {
+        if (!get) { op_error(rs, 405, "", "The requested resource does not support http method '%s'.", rq->method); return; }
+        md_list_entities(x, t, rs);
+        return;
+    }
+    if (t->by_id || t->nkp != 1 || strcmp(t->kp[0].col, "LogicalName")) {
+        op_error(rs, 400, E_ODATA, "fake: address a table as EntityDefinitions(LogicalName='name').");
+        return;
+    }
+    struct eset *s = md_entity(t->kp[0].val);
+    if (!s) { md_not_found(rs, t->kp[0].val); return; }
+    const char *select = tq(t, "$select"), *expand = tq(t, "$expand");
+    char bad[128];
+    if (!t->prop) {                                   /* the table */
+        if (!get) { op_error(rs, 405, "", "The requested resource does not support http method '%s'.", rq->method); return; }
+        cJSON *o = cJSON_CreateObject();
+        char *ctx = xasprintf("%s$metadata#EntityDefinitions/$entity", x->base);
+        cJSON_AddStringToObject(o, "@odata.context", ctx);
+        free(ctx);
+        md_entity_props(o, s, select);
+        char sel[512];
+        if (expand && expand_item(expand, "Attributes", sel, sizeof sel)) {
+            if (*sel && !select_ok(sel, MD_ATTR_BASE, NULL, bad, sizeof bad)) {
+                cJSON_Delete(o);
+                op_error(rs, 400, E_ODATA, "Could not find a property named '%s' on type "
+                         "'Microsoft.Dynamics.CRM.AttributeMetadata'.", bad);
+                return;
+            }
+            cJSON *arr = cJSON_AddArrayToObject(o, "Attributes");
+            for (size_t i = 0; i < s->nmattrs; i++) cJSON_AddItemToArray(arr, md_attr_json(s, s->mattrs[i], *sel ? sel : NULL));
+        }
+        if (expand && expand_item(expand, "Keys", sel, sizeof sel)) {
+            if (*sel && !select_ok(sel, MD_KEY_PROPS, NULL, bad, sizeof bad)) {
+                cJSON_Delete(o);
+                op_error(rs, 400, E_ODATA, "Could not find a property named '%s' on type "
+                         "'Microsoft.Dynamics.CRM.EntityKeyMetadata'.", bad);
+                return;
+            }
+            cJSON *arr = cJSON_AddArrayToObject(o, "Keys");
+            for (size_t i = 0; i < s->nmkeys; i++) cJSON_AddItemToArray(arr, md_key_json(s, s->mkeys[i], *sel ? sel : NULL));
+        }
+        op_json(rs, 200, o);
+        return;
+    }
+    int badp = 0;
+    if (!strncmp(t->prop, "Attributes", 10)) {
+        const char *cast = t->prop[10] == '/' ? t->prop + 11 : NULL;
+        char *one = cast ? NULL : md_pred(t->prop, "Attributes", &badp);
+        if (badp) { op_error(rs, 400, E_ODATA, "Bad Request - Error in query syntax."); return; }
+        if (post) {
+            if (one || cast) { op_error(rs, 405, "", "The requested resource does not support http method 'POST'."); free(one); return; }
+            oo->set = "EntityDefinitions";
+            md_create_attr(x, rq, s, body, rs, oo);
+            return;
+        }
+        if (!get) { free(one); op_error(rs, 405, "", "The requested resource does not support http method '%s'.", rq->method); return; }
+        const char *type = NULL;
+        if (cast) {
+            if (strncmp(cast, "Microsoft.Dynamics.CRM.", 23) || !strstr(cast, "AttributeMetadata")) {
+                op_error(rs, 400, E_ODATA, "fake: unknown type cast '%s'.", cast);
+                return;
+            }
+            type = cast + 23;
+        }
+        int stringish = type && (!strcmp(type, "StringAttributeMetadata") || !strcmp(type, "MemoAttributeMetadata"));
+        if (select && !select_ok(select, MD_ATTR_BASE, stringish ? MD_ATTR_STRING : NULL, bad, sizeof bad)) {
+            free(one);
+            op_error(rs, 400, E_ODATA, "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.%s'.",
+                     bad, type ? type : "AttributeMetadata");
+            return;
+        }
+        if (one) {
+            const struct mdattr *a = md_attr(s, one);
+            if (!a) {
+                op_error(rs, 404, E_NOT_EXIST, "Could not find attribute with name %s on entity %s", one, s->logical);
+                free(one);
+                return;
+            }
+            free(one);
+            op_json(rs, 200, md_attr_json(s, a, select));
+            return;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(o, "value");
+        for (size_t i = 0; i < s->nmattrs; i++) {
+            if (type && strcmp(odata_attr_type(s->mattrs[i]->type), type)) continue;
+            cJSON_AddItemToArray(arr, md_attr_json(s, s->mattrs[i], select));
+        }
+        op_json(rs, 200, o);
+        return;
+    }
+    if (!strncmp(t->prop, "Keys", 4)) {
+        char *one = md_pred(t->prop, "Keys", &badp);
+        if (badp) { op_error(rs, 400, E_ODATA, "Bad Request - Error in query syntax."); return; }
+        if (post) {
+            if (one) { op_error(rs, 405, "", "The requested resource does not support http method 'POST'."); free(one); return; }
+            md_create_key(x, rq, s, body, rs, oo);
+            return;
+        }
+        if (!get) { free(one); op_error(rs, 405, "", "The requested resource does not support http method '%s'.", rq->method); return; }
+        if (select && !select_ok(select, MD_KEY_PROPS, NULL, bad, sizeof bad)) {
+            free(one);
+            op_error(rs, 400, E_ODATA, "Could not find a property named '%s' on type "
+                     "'Microsoft.Dynamics.CRM.EntityKeyMetadata'.", bad);
+            return;
+        }
+        if (one) {
+            const struct mdkey *k = md_key_find(s, one);
+            if (!k) {
+                op_error(rs, 404, E_NOT_EXIST, "fake: no key %s on entity %s.", one, s->logical);
+                free(one);
+                return;
+            }
+            free(one);
+            op_json(rs, 200, md_key_json(s, k, select));
+            return;
+        }
+        cJSON *o = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(o, "value");
+        for (size_t i = 0; i < s->nmkeys; i++) cJSON_AddItemToArray(arr, md_key_json(s, s->mkeys[i], select));
+        op_json(rs, 200, o);
+        return;
+    }
+    op_error(rs, 400, E_ODATA, "fake: EntityDefinitions supports the Attributes and Keys navigation properties only.");
+}
+
 /* Execute one Web API request (top level or a $batch part). The caller owns
  * the transaction (x->txn) and commits or rolls back. Called with g.mu held. */
 static void api_execute(struct opctx *x, const struct opreq *rq, struct opresp *rs)
@@ -2599,6 +3445,7 @@ static void api_execute(struct opctx *x, const struct opreq *rq, struct opresp *
     struct opout oo = { 0 };
     cJSON *body = NULL;
     int write = strcmp(rq->method, "GET") != 0;
+    md_tick();
     if (parse_target(rq->url, &t, rs) < 0) goto done;
     if (t.cid && !x->changeset_no) {        /* $n only means something in a change set */
         err_cid(rs, t.cid);
@@ -2626,7 +3473,9 @@ static void api_execute(struct opctx *x, const struct opreq *rq, struct opresp *
         goto done;
     }
     const struct actionspec *a = t.set ? find_action(t.set) : NULL;
-    if (a && !t.has_pred) op_action(x, rq, a, body, rs, &oo);
+    if (t.set && (!strcmp(t.set, "EntityDefinitions") || (!strcmp(t.set, "asyncoperations") && !eset_find(t.set))))
+        md_execute(x, rq, &t, body, rs, &oo);
+    else if (a && !t.has_pred) op_action(x, rq, a, body, rs, &oo);
     else if (t.set && !strcmp(t.set, "WhoAmI")) op_whoami(x, rs);
     else if (!strcmp(rq->method, "GET")) op_get(x, &t, rs);
     else if (!strcmp(rq->method, "PATCH")) op_patch(x, rq, &t, body, rs, &oo);
@@ -2945,7 +3794,7 @@ static int inject_part_429(struct user *u, struct opresp *rs)
 static struct opreq bop_req(const struct bop *b)
 {
     struct opreq rq = { b->method, b->url, b->body, b->body_len, b->content_type, b->if_match,
-                        b->if_none_match, b->prefer };
+                        b->if_none_match, b->prefer, NULL };
     return rq;
 }
 
@@ -3393,6 +4242,8 @@ static cJSON *cfg_json(void)
     cJSON_AddBoolToObject(j, "strict_close", c->strict_close);
     cJSON_AddBoolToObject(j, "changeset_failure_stops", c->changeset_failure_stops);
     cJSON_AddBoolToObject(j, "allow_any_set", c->allow_any_set);
+    cJSON_AddBoolToObject(j, "bare_schema", c->bare_schema);
+    cJSON_AddNumberToObject(j, "key_delay_ms", (double)c->key_delay_ms);
     if (g.client_id) cJSON_AddStringToObject(j, "client_id", g.client_id);
     else cJSON_AddNullToObject(j, "client_id");
     return j;
@@ -3417,6 +4268,7 @@ static int cfg_apply(const cJSON *j, char *err, size_t errlen)
             { "reset_every", NULL, &c.reset_every, NULL, 0 },
             { "part_429_every", NULL, &c.part_429_every, NULL, 0 },
             { "violation_grace_ms", NULL, &c.violation_grace_ms, NULL, 0 },
+            { "key_delay_ms", NULL, &c.key_delay_ms, NULL, 0 },
             { "require_keys", NULL, NULL, &c.require_keys, 0 },
             { "strict_columns", NULL, NULL, &c.strict_columns, 0 },
             { "allow_state_patch", NULL, NULL, &c.allow_state_patch, 0 },
@@ -3493,6 +4345,37 @@ static cJSON *dump_json(int with_records, int with_log, const char *only_set)
         cJSON_AddNumberToObject(x, "inflight", (double)u->inflight);
     }
     cJSON_AddItemToObject(o, "settings", cfg_json());
+    /* table definitions: custom columns and every alternate key, per set */
+    cJSON *sc = cJSON_AddObjectToObject(o, "schema");
+    for (size_t i = 0; i < g.nsets; i++) {
+        struct eset *s = g.sets[i];
+        if (only_set && strcmp(only_set, s->name)) continue;
+        if (!s->nmkeys && !s->spec) continue;
+        cJSON *x = cJSON_AddObjectToObject(sc, s->name);
+        cJSON *cols = cJSON_AddArrayToObject(x, "custom_columns");
+        for (size_t k = 0; k < s->nmattrs; k++) {
+            const struct mdattr *a = s->mattrs[k];
+            if (!a->custom) continue;
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "logical", a->logical);
+            cJSON_AddStringToObject(c, "schema", a->schema);
+            cJSON_AddStringToObject(c, "type", a->type);
+            if (a->maxlen) cJSON_AddNumberToObject(c, "max_length", a->maxlen);
+            if (a->solution) cJSON_AddStringToObject(c, "solution", a->solution);
+            cJSON_AddItemToArray(cols, c);
+        }
+        cJSON *keys = cJSON_AddArrayToObject(x, "keys");
+        for (size_t k = 0; k < s->nmkeys; k++) {
+            const struct mdkey *mk = s->mkeys[k];
+            cJSON *c = cJSON_CreateObject();
+            cJSON_AddStringToObject(c, "schema", mk->schema);
+            cJSON *arr = cJSON_AddArrayToObject(c, "attributes");
+            for (size_t a = 0; a < mk->nattrs; a++) cJSON_AddItemToArray(arr, cJSON_CreateString(mk->attrs[a]));
+            cJSON_AddStringToObject(c, "status", KS_NAMES[mk->status]);
+            if (mk->solution) cJSON_AddStringToObject(c, "solution", mk->solution);
+            cJSON_AddItemToArray(keys, c);
+        }
+    }
     if (with_log) {
         cJSON *arr = cJSON_AddArrayToObject(o, "log");
         for (size_t i = 0; i < g.nlog; i++) cJSON_AddItemReferenceToArray(arr, g.log[i]);
@@ -3502,7 +4385,10 @@ static cJSON *dump_json(int with_records, int with_log, const char *only_set)
 
 static void store_reset(void)
 {
-    for (size_t i = 0; i < g.nsets; i++) eset_clear(g.sets[i]);
+    for (size_t i = 0; i < g.nsets; i++) {
+        eset_clear(g.sets[i]);
+        eset_schema_reset(g.sets[i]);
+    }
     seed();
     log_clear();
     g.seq = 0;
@@ -3526,6 +4412,7 @@ static void control(const char *method, const char *uri, const char *body, size_
     size_t pl = qm ? (size_t)(qm - uri) : strlen(uri);
     const char *query = qm ? qm + 1 : NULL;
     pthread_mutex_lock(&g.mu);
+    md_tick();
     if (pl == 11 && !strncmp(uri, "/_fake/dump", pl) && !strcmp(method, "GET")) {
         char *set = query ? form_get(query, strlen(query), "set") : NULL;
         reply_json(o, 200, dump_json(query_flag(query, "records", 1), query_flag(query, "log", 1), set));
@@ -3881,7 +4768,8 @@ static int finish_api(struct MHD_Connection *c, struct req *q, const char *metho
         struct opctx x = { 0 };
         x.base = base;
         x.user = q->user->client_id;
-        struct opreq rq = { method, rel, q->body.p, q->body.n, ct, hdr(c, "If-Match"), hdr(c, "If-None-Match"), prefer };
+        struct opreq rq = { method, rel, q->body.p, q->body.n, ct, hdr(c, "If-Match"), hdr(c, "If-None-Match"), prefer,
+                            hdr(c, "MSCRM.SolutionUniqueName") };
         struct opresp rs = { 0 };
         txn_begin(&x.txn);
         api_execute(&x, &rq, &rs);
@@ -3976,7 +4864,8 @@ static void usage(FILE *f)
         "         [--latency-ms N] [--fail-503-every N] [--reset-every N] [--reset-phase before|after]\n"
         "         [--part-429-every N] [--violation-grace-ms N] [--require-keys] [--key SET:COLUMN]...\n"
         "         [--strict-columns] [--allow-state-patch] [--strict-close] [--changeset-failure-stops]\n"
-        "         [--allow-any-set] [--dump-on-exit FILE]\n"
+        "         [--allow-any-set] [--bare-schema] [--key-delay-ms N] [--key-fail SET:COLUMN]...\n"
+        "         [--dump-on-exit FILE]\n"
         "Binds 127.0.0.1. Token: POST /{tenant}/oauth2/v2.0/token. Web API: /api/data/v9.2/.\n"
         "Control: GET /_fake/dump[?log=0&records=0&set=S], POST /_fake/reset, GET|POST /_fake/config,\n"
         "POST /_fake/revoke.\n");
@@ -4025,6 +4914,8 @@ static void cleanup_all(void)
     }
     for (size_t i = 0; i < g.nextra_keys; i++) free(g.extra_keys[i]);
     free(g.extra_keys);
+    for (size_t i = 0; i < g.nkey_fail; i++) free(g.key_fail[i]);
+    free(g.key_fail);
     EVP_PKEY_free(g.cert_key);
     free(g.cert_x5t);
     free(g.cert_x5t256);
@@ -4049,6 +4940,7 @@ int main(int argc, char **argv)
     g.cfg.max_concurrency = 52;
     g.cfg.window = DEFAULT_WINDOW;
     g.cfg.violation_grace_ms = 50;
+    g.cfg.key_delay_ms = 300;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define NUM(flag, min, dst) if (!strcmp(a, flag)) { if (num_arg(flag, v, min, &d) < 0) return 2; dst; i++; continue; }
@@ -4063,6 +4955,7 @@ int main(int argc, char **argv)
         NUM("--reset-every", 0, g.cfg.reset_every = (long)d)
         NUM("--part-429-every", 0, g.cfg.part_429_every = (long)d)
         NUM("--violation-grace-ms", 0, g.cfg.violation_grace_ms = (long)d)
+        NUM("--key-delay-ms", 0, g.cfg.key_delay_ms = (long)d)
 #undef NUM
         if (!strcmp(a, "--port-file") && v) { port_file = v; i++; continue; }
         if (!strcmp(a, "--dump-on-exit") && v) { dump_file = v; i++; continue; }
@@ -4086,6 +4979,13 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--strict-close")) { g.cfg.strict_close = 1; continue; }
         if (!strcmp(a, "--changeset-failure-stops")) { g.cfg.changeset_failure_stops = 1; continue; }
         if (!strcmp(a, "--allow-any-set")) { g.cfg.allow_any_set = 1; continue; }
+        if (!strcmp(a, "--bare-schema")) { g.cfg.bare_schema = 1; continue; }
+        if (!strcmp(a, "--key-fail") && v && strchr(v, ':') && v[0] != ':' && strchr(v, ':')[1]) {
+            g.key_fail = xrealloc(g.key_fail, (g.nkey_fail + 1) * sizeof *g.key_fail);
+            g.key_fail[g.nkey_fail++] = xstrdup(v);
+            i++;
+            continue;
+        }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         fprintf(stderr, "fake_dataverse: bad argument '%s'\n", a);
         usage(stderr);

@@ -593,6 +593,86 @@ else
   ok "openssl CLI missing: certificate checks skipped"
 fi
 
+echo "# metadata: EntityDefinitions, --bare-schema, key index status"
+start_fake mdd
+MDD_PID=${FAKE_PIDS[-1]}
+TOK=$(get_token $CID x)
+st=$(api GET "EntityDefinitions(LogicalName='account')?\$select=LogicalName&\$expand=Keys(\$select=KeyAttributes,EntityKeyIndexStatus)")
+eq "default: the mlc_* keys are there and Active" "$st $(jget "$T/body" 'sorted((k["KeyAttributes"][0], k["EntityKeyIndexStatus"]) for k in d["Keys"])')" \
+  "200 [('mlc_sapcustomerid', 'Active'), ('mlc_sapvendorid', 'Active')]"
+start_fake md --bare-schema --key-delay-ms 150
+MD_PID=${FAKE_PIDS[-1]}
+TOK=$(get_token $CID x)
+st=$(api GET "EntityDefinitions?\$select=LogicalName,EntitySetName&\$filter=EntitySetName%20eq%20'opportunityproducts'")
+eq "table by entity set name" "$st $(jget "$T/body" '[e["LogicalName"] for e in d["value"]]')" "200 ['opportunityproduct']"
+st=$(api GET "EntityDefinitions(LogicalName='account')?\$select=LogicalName,EntitySetName&\$expand=Attributes(\$select=LogicalName,AttributeType),Keys")
+eq "bare: account has no mlc_* column and no key" \
+  "$st $(jget "$T/body" '[a["LogicalName"] for a in d["Attributes"] if a["LogicalName"].startswith("mlc_")], d["Keys"], d["EntitySetName"]')" \
+  "200 ([], [], 'accounts')"
+eq "... but its standard and lookup columns" \
+  "$(jget "$T/body" 'sorted((a["LogicalName"], a["AttributeType"]) for a in d["Attributes"] if a["LogicalName"] in ("name", "accountid", "transactioncurrencyid", "statecode", "customertypecode"))')" \
+  "[('accountid', 'Uniqueidentifier'), ('customertypecode', 'Picklist'), ('name', 'String'), ('statecode', 'State'), ('transactioncurrencyid', 'Lookup')]"
+st=$(api GET "EntityDefinitions(LogicalName='account')?\$expand=Attributes(\$select=LogicalName,MaxLength)")
+eq "MaxLength is not on the base type: 400" "$st $(jget "$T/body" 'd["error"]["message"]')" \
+  "400 Could not find a property named 'MaxLength' on type 'Microsoft.Dynamics.CRM.AttributeMetadata'."
+st=$(api GET "EntityDefinitions(LogicalName='account')/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata?\$select=LogicalName,MaxLength")
+eq "... through the type cast" "$st $(jget "$T/body" '[a["MaxLength"] for a in d["value"] if a["LogicalName"] == "name"]')" "200 [160]"
+st=$(api GET "EntityDefinitions(LogicalName='nosuchtable')")
+eq "unknown table: 404" "$st" 404
+st=$(api PATCH "accounts(mlc_sapvendorid='1')" '{"name":"A"}')
+eq "bare: upsert by a key not created: 400 0x80060890" "$st $(jget "$T/body" 'd["error"]["code"]')" "400 0x80060890"
+st=$(api POST accounts '{"name":"A","mlc_sapvendorid":"1"}')
+eq "bare: a custom column not created: 400" "$st $(jget "$T/body" 'd["error"]["message"][:45]')" \
+  "400 The property 'mlc_sapvendorid' does not exist"
+lbl='{"LocalizedLabels":[{"Label":"L","LanguageCode":1033}]}'
+col() { printf '{"@odata.type":"Microsoft.Dynamics.CRM.%s","SchemaName":"%s","DisplayName":%s%s}' "$1" "$2" "$lbl" "${3:-}"; }
+st=$(api POST "EntityDefinitions(LogicalName='account')/Attributes" "$(col StringAttributeMetadata mlc_SapVendorId ',"MaxLength":20')" -H 'MSCRM.SolutionUniqueName: sol1')
+eq "create a string column: 204 with its id" "$st $(header OData-EntityId | grep -c "/EntityDefinitions(LogicalName='account')/Attributes(")" "204 1"
+st=$(api POST "EntityDefinitions(LogicalName='account')/Attributes" "$(col StringAttributeMetadata mlc_SapVendorId ',"MaxLength":20')")
+eq "... twice: 400" "$st" 400
+st=$(api POST "EntityDefinitions(LogicalName='account')/Attributes" "$(col StringAttributeMetadata mlc_NoLength)")
+eq "string without MaxLength: 400" "$st" 400
+st=$(api POST "EntityDefinitions(LogicalName='account')/Attributes" "$(col BooleanAttributeMetadata mlc_Flag)")
+eq "boolean without OptionSet: 400" "$st" 400
+st=$(api POST "EntityDefinitions(LogicalName='account')/Attributes" "$(col LookupAttributeMetadata mlc_Ref)")
+eq "lookup through Attributes: 400" "$st" 400
+st=$(api POST accounts '{"name":"A","mlc_sapvendorid":"123456789012345678901"}')
+eq "the created column's length applies" "$st $(jget "$T/body" 'd["error"]["code"]')" "400 0x80044331"
+api POST accounts '{"name":"A","mlc_sapvendorid":"DUP"}' >/dev/null
+api POST accounts '{"name":"B","mlc_sapvendorid":"dup"}' >/dev/null
+key() { printf '{"@odata.type":"Microsoft.Dynamics.CRM.EntityKeyMetadata","SchemaName":"%s","DisplayName":%s,"KeyAttributes":[%s]}' "$1" "$lbl" "$2"; }
+st=$(api POST "EntityDefinitions(LogicalName='account')/Keys" "$(key mlc_VendorKey '"mlc_sapvendorid"')")
+eq "create a key: 204" "$st" 204
+api GET "EntityDefinitions(LogicalName='account')/Keys?\$select=SchemaName,EntityKeyIndexStatus,AsyncJob" >/dev/null
+eq "... Pending at first" "$(jget "$T/body" '[k["EntityKeyIndexStatus"] for k in d["value"]]')" "['Pending']"
+JOB=$(jget "$T/body" 'd["value"][0]["AsyncJob"]')
+sleep 0.25
+api GET "EntityDefinitions(LogicalName='account')/Keys(LogicalName='mlc_vendorkey')" >/dev/null
+eq "... Failed: the set holds duplicate values" "$(jget "$T/body" 'd["EntityKeyIndexStatus"]')" Failed
+st=$(api GET "asyncoperations($JOB)?\$select=message,friendlymessage")
+eq "... the index job says why" "$st $(jget "$T/body" '"duplicate values" in d["message"]')" "200 True"
+st=$(api POST "EntityDefinitions(LogicalName='account')/Keys" "$(key mlc_Other '"mlc_nosuch"')")
+eq "key on a column that does not exist: 400" "$st" 400
+st=$(api POST "EntityDefinitions(LogicalName='contact')/Attributes" "$(col StringAttributeMetadata mlc_SapContactId ',"MaxLength":100')")
+st=$(api POST "EntityDefinitions(LogicalName='contact')/Keys" "$(key mlc_ContactKey '"mlc_sapcontactid"')")
+eq "contact key created" "$st" 204
+st=$(api PATCH "contacts(mlc_sapcontactid='7')" '{"lastname":"X"}')
+eq "upsert by a Pending key: still 400" "$st" 400
+sleep 0.25
+st=$(api PATCH "contacts(mlc_sapcontactid='7')" '{"lastname":"X"}')
+eq "upsert by the key once Active: 204" "$st" 204
+st=$(api POST "EntityDefinitions(LogicalName='contact')/Keys" "$(key mlc_ContactKey2 '"mlc_sapcontactid"')")
+eq "a second key on the same column: 400" "$st" 400
+dump "?records=0&log=1"
+eq "dump shows the schema and the solution header" \
+  "$(jget "$T/dump.json" '[(c["logical"], c.get("solution")) for c in d["schema"]["accounts"]["custom_columns"]], [k["status"] for k in d["schema"]["contacts"]["keys"]]')" \
+  "([('mlc_sapvendorid', 'sol1')], ['Active'])"
+reset
+st=$(api GET "EntityDefinitions(LogicalName='contact')?\$expand=Keys")
+eq "reset: back to the bare definition" "$st $(jget "$T/body" 'd["Keys"]')" "200 []"
+kill -TERM "$MD_PID" "$MDD_PID"; wait "$MD_PID"; rc1=$?; wait "$MDD_PID"; rc2=$?
+eq "metadata instances exit 0 on SIGTERM" "$rc1 $rc2" "0 0"
+
 echo "# SIGTERM"
 B=$MAIN_B
 kill -TERM "$MAIN_PID"

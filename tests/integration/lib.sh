@@ -39,12 +39,13 @@ contains() { # contains "description" haystack needle
 # Delivery runs on $SCHEDULE: by default once a year (Jan 1, 00:00), so that
 # ingest tests see their records stay pending; delivery tests set
 # SCHEDULE=continuous and DV_URL to a fake Dataverse. DELIVERY adds members
-# to the delivery object ('"batch_size": 1'); MAPPING names another mapping.
+# to the delivery object ('"batch_size": 1'); MAPPING names another mapping;
+# LISTEN_EXTRA adds members to the listen object ('"tls_cert": "..."').
 mlc_config() {
   local quota=${1:-64} body=${2:-8} extra=${3:-}
   cat >"$T/config.json" <<JSON
 {
-  "listen": { "address": "127.0.0.1", "port": 0, "threads": 2 },
+  "listen": { "address": "127.0.0.1", "port": 0, "threads": 2${LISTEN_EXTRA:+, $LISTEN_EXTRA} },
   "sap": { "path": "/sap/idoc", "username": "$SAP_USER", "password": "\${MLC_TEST_SAP_PASSWORD}", "max_body_mb": $body },
   "queue": { "path": "$T/queue", "max_size_mb": $quota },
   "dataverse": {
@@ -124,6 +125,7 @@ mlc_finish() {
 FAKE_PID=
 # fake_start [fake_dataverse flags...] -> sets DV_URL (exported for mlc_config)
 fake_start() {
+  rm -f "$T/fake.port"
   "$TOOLS/fake_dataverse" --port 0 --port-file "$T/fake.port" "$@" 2>"$T/fake.log" &
   FAKE_PID=$!
   local i
