@@ -84,14 +84,29 @@ static void json_fields(char *out, size_t cap, const char *msg)
     }
 }
 
+static void emit(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 void log_msg(int level, const char *fmt, ...)
 {
     if (!log_enabled(level)) return;
-    char msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    emit(level, fmt, ap);
     va_end(ap);
+}
+
+void log_always(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    emit(level, fmt, ap);
+    va_end(ap);
+}
+
+static void emit(int level, const char *fmt, va_list ap)
+{
+    char msg[4096];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     if (n >= (int)sizeof msg) memcpy(msg + sizeof msg - 4, "...", 4);
     /* One event, one line: fold embedded newlines. */
     for (char *p = msg; *p; p++)

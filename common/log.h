@@ -21,6 +21,9 @@ int log_set_format(const char *name);   /* "text" or "json" */
 int log_enabled(int level);
 
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Like log_msg, but printed whatever the configured level: for the few lines
+ * an operator or a script must always see (the "listening on" line). */
+void log_always(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)

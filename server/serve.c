@@ -234,7 +234,7 @@ int cli_serve(int argc, char **argv)
         goto out;
     }
     int v6 = strchr(cfg->listen_address, ':') != NULL;
-    log_info("serve: listening on %s%s%s:%u (%s; SAP path %s, queue %s, quota %lld MiB)", v6 ? "[" : "",
+    log_always(LOG_INFO, "serve: listening on %s%s%s:%u (%s; SAP path %s, queue %s, quota %lld MiB)", v6 ? "[" : "",
              cfg->listen_address, v6 ? "]" : "", (unsigned)http_port(h), http_mode(h), cfg->sap_path,
              cfg->queue_path, (long long)cfg->queue_max_size_mb);
 

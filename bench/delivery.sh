@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Delivery benchmark (issue 4), run by `make bench` after the ingest one.
+#   (a) records/s delivered end to end by ml-connector (queue -> mapping ->
+#       $batch -> fake Dataverse), with 0 ms and 50 ms fake latency;
+#   (b) the ceiling: the same records sent as the same $batch requests by a
+#       bare libcurl multi loop with the same concurrency (bench_delivery);
+#   and, with a service-protection budget of N requests per window, the
+#   achieved request rate as a fraction of N, and violations (must be 0).
+# Everything binds 127.0.0.1 and is stopped at the end; about 1-2 minutes.
+set -uo pipefail
+build=${1:-build}
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=$root/$build/ml-connector
+fake=$root/$build/tools/fake_dataverse
+load=$root/$build/tools/ingest_load
+ceil=$root/$build/bench/bench_delivery
+work=$(mktemp -d "${TMPDIR:-/tmp}/mlc-dbench.XXXXXX")
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+[ -n "${KEEP:-}" ] && trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; echo "kept $work"' EXIT
+export MLC_SAP_PASSWORD=bench-password MLC_DATAVERSE_SECRET=bench-secret MLC_ADMIN_TOKEN=bench-admin-token-0123456789
+N=${DELIVERY_N:-5000}
+CONC=8 BATCH=100
+
+fake_up() { # fake_up NAME flags... -> sets dv (not in $(...): the fake would hold the pipe open)
+  local name=$1; shift
+  rm -f "$work/$name.port"
+  "$fake" --port 0 --port-file "$work/$name.port" "$@" >/dev/null 2>"$work/fake-$name.log" &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$work/$name.port" ] && break; sleep 0.05; done
+  dv="http://127.0.0.1:$(cat "$work/$name.port")"
+}
+token() { curl -s -d "grant_type=client_credentials&client_id=bench&client_secret=s&scope=$1/.default" \
+            "$1/t/oauth2/v2.0/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'; }
+counters() { curl -s "$1/_fake/dump?records=0&log=0" | python3 -c "import json,sys; c=json.load(sys.stdin)['counters']; print($2)"; }
+
+gateway() { # gateway DV_URL NAME DELIVERY_JSON -> starts, sets GW
+  local dv=$1 name=$2 dj=$3
+  cat >"$work/$name.json" <<JSON
+{ "listen": { "address": "127.0.0.1", "port": 0 },
+  "sap": { "username": "SAPIDOC", "password": "\${MLC_SAP_PASSWORD}" },
+  "queue": { "path": "$work/$name.queue", "max_size_mb": 2048 },
+  "dataverse": { "url": "$dv", "token_url": "$dv/t/oauth2/v2.0/token", "tenant_id": "t",
+                 "client_id": "bench", "client_secret": "\${MLC_DATAVERSE_SECRET}" },
+  "mapping": "$root/config/mapping.json",
+  "admin": { "token": "\${MLC_ADMIN_TOKEN}" },
+  "log": { "level": "warn" },
+  "delivery": { "schedule": "0 0 1 1 *", $dj } }
+JSON
+  "$bin" serve -c "$work/$name.json" >/dev/null 2>"$work/$name.log" &
+  GWPID=$!
+  pids+=($GWPID)
+  for _ in $(seq 100); do grep -q 'listening on' "$work/$name.log" && break; sleep 0.05; done
+  GW=http://127.0.0.1:$(sed -n 's/.*listening on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$work/$name.log" | head -1)
+}
+settled() { "$bin" queue -c "$work/$1.json" stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["delivered"]+s["failed"])'; }
+# fill NAME N: queue N vendor IDocs (50 per request) while delivery is idle
+fill() {
+  "$load" "$GW/sap/idoc" "SAPIDOC:$MLC_SAP_PASSWORD" 4 60 9000000 "$work/$1.acked" 50 $(( $2 / 50 )) >/dev/null 2>&1
+}
+# drain NAME: start a run now and time it until everything is delivered
+drain() {
+  local t0 t1 n
+  t0=$(date +%s.%N)
+  curl -s -o /dev/null -X POST -H "Authorization: Bearer $MLC_ADMIN_TOKEN" "$GW/admin/sync"
+  n=$(wc -l <"$work/$1.acked")
+  for _ in $(seq 1200); do [ "$(settled "$1")" -ge "$n" ] && break; sleep 0.05; done
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN { printf "%.0f %.2f %d\n", n / (b - a), b - a, n }'
+}
+
+declare -A R
+for lat in 0 50; do
+  fake_up "ceil$lat" --latency-ms "$lat"
+  tok=$(token "$dv")
+  out=$("$ceil" "$dv" "$tok" "$N" "$CONC" "$BATCH")
+  R[b,$lat]=$(echo "$out" | awk '{print $6}')
+  echo "   (b) bare libcurl multi, $CONC in flight, \$batch of $BATCH, latency $lat ms: $out"
+  fake_up "gw$lat" --latency-ms "$lat"
+  gateway "$dv" "gw$lat" "\"workers\": $CONC, \"max_concurrency\": $CONC, \"batch_size\": $BATCH"
+  fill "gw$lat" "$N"
+  read -r rate secs n < <(drain "gw$lat")
+  R[a,$lat]=$rate
+  echo "   (a) ml-connector, $CONC workers, \$batch of $BATCH, latency $lat ms: $n records in $secs s = $rate records/s" \
+       "($(counters "$dv" "c['batches'], 'batches', c['throttled_429'], '429s'"))"
+  kill "$GWPID"; wait "$GWPID" 2>/dev/null
+done
+
+# Service protection: a budget of 100 requests per 2 s window (50/s), one
+# record per request so that the budget, not the records, is the limit.
+BUDGET=100 WINDOW=2 BN=${DELIVERY_BUDGET_N:-900}
+fake_up budget --budget "$BUDGET" --window "$WINDOW"
+gateway "$dv" budget "\"workers\": $CONC, \"max_concurrency\": $CONC, \"batch_size\": 1"
+fill budget "$BN"
+read -r rate secs n < <(drain budget)
+ok_req=$(counters "$dv" "c['requests'] - c['throttled_429']")
+viol=$(counters "$dv" "c['violations']")
+thr=$(counters "$dv" "c['throttled_429']")
+frac=$(awk -v r="$ok_req" -v s="$secs" -v b="$BUDGET" -v w="$WINDOW" 'BEGIN { printf "%.2f", (r / s) / (b / w) }')
+kill "$GWPID"; wait "$GWPID" 2>/dev/null
+
+echo
+echo "== Delivery summary (fake Dataverse on loopback; $N records, $CONC requests in flight, \$batch of $BATCH)"
+for lat in 0 50; do
+  ab=$(awk -v a="${R[a,$lat]}" -v b="${R[b,$lat]}" 'BEGIN { printf "%.2f", a / b }')
+  t=""
+  [ "$lat" = 0 ] && t=$(awk -v x="$ab" 'BEGIN { print (x >= 0.8) ? "  target >= 0.8: met" : "  target >= 0.8: NOT MET" }')
+  printf '   latency %2s ms: (a) %6s records/s   (b) %6s records/s   (a)/(b) %s%s\n' "$lat" "${R[a,$lat]}" "${R[b,$lat]}" "$ab" "$t"
+done
+printf '   budget %d requests / %d s: %d records in %s s, %d requests admitted, %s of the budget used (target >= 0.95: %s), %d 429s, violations %d (must be 0: %s)\n' \
+  "$BUDGET" "$WINDOW" "$n" "$secs" "$ok_req" "$frac" "$(awk -v x="$frac" 'BEGIN { print (x >= 0.95) ? "met" : "NOT MET" }')" \
+  "$thr" "$viol" "$([ "$viol" = 0 ] && echo met || echo NOT MET)"
