@@ -109,6 +109,7 @@ TSAN_TESTS ?= test_queue test_idoc test_d365 ingest_basic crash_kill9 delivery_e
 
 bench: all $(BENCH_BIN)
 	bench/run.sh $(BUILD)
+	bench/delivery.sh $(BUILD)
 
 demo: all
 	scripts/demo.sh $(BUILD)
