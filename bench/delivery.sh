@@ -87,9 +87,9 @@ for lat in 0 50; do
   kill "$GWPID"; wait "$GWPID" 2>/dev/null
 done
 
-# Service protection: a budget of 100 requests per 2 s window (50/s), one
+# Service protection: a budget of 500 requests per 10 s window (50/s), one
 # record per request so that the budget, not the records, is the limit.
-BUDGET=100 WINDOW=2 BN=${DELIVERY_BUDGET_N:-900}
+BUDGET=500 WINDOW=10 BN=${DELIVERY_BUDGET_N:-1500}
 fake_up budget --budget "$BUDGET" --window "$WINDOW"
 gateway "$dv" budget "\"workers\": $CONC, \"max_concurrency\": $CONC, \"batch_size\": 1"
 fill budget "$BN"

@@ -69,6 +69,7 @@
 #define CONTINUOUS_IDLE_END_MS 60000
 #define SCAN_WINDOW 50000          /* index entries looked at per round */
 #define PRUNE_EVERY_MS (3600 * 1000)
+#define FULL_RELOAD_MS 10000
 #define ERRTEXT 1536
 
 /* ---- small utilities ---- */
@@ -221,6 +222,7 @@ struct delivery {
     int64_t run_deadline_ms;
     time_t next_trigger;
     int64_t last_prune_ms;
+    int64_t last_reload_ms;
 
     /* metrics */
     atomic_llong m_next_run, m_last_start, m_last_end;
@@ -315,9 +317,16 @@ static void index_refresh(struct delivery *d)
         live += d->npend - before;
     }
     if (live == st.count[QUEUE_PENDING]) return;
-    /* Counts disagree: something moved records to PENDING behind our back
-     * (replay) or away from it. Rebuild: keep the busy entries, reload the
-     * rest, sort. */
+    /* Counts disagree. While jobs are out that is normal for a moment (a
+     * job's records are busy here before its claim commits, and pending
+     * there again after a retry commits before the index is told), so only
+     * rebuild when no job is out, or every FULL_RELOAD_MS at most: then
+     * something really moved records to PENDING behind our back (a replay
+     * from another process) or away from it. Rebuild: keep the busy
+     * entries, reload the rest, sort. */
+    int64_t now = now_ms();
+    if (d->njobs_out && now - d->last_reload_ms < FULL_RELOAD_MS) return;
+    d->last_reload_ms = now;
     for (size_t i = 0; i < d->npend; i++)
         if (!d->pend[i].busy && !d->pend[i].dead) { d->pend[i].dead = 1; d->ndead++; }
     index_compact(d);
