@@ -11,6 +11,8 @@
  */
 #include "common/tls.h"
 
+#include "common/util.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <gnutls/gnutls.h>
@@ -25,15 +27,6 @@
 #define DN_MAX_AVAS 64
 #define SHOW_MAX 200 /* characters of a DN shown in a reason */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void tls_free_secret(char *buf, size_t len)
 {
@@ -46,24 +39,24 @@ char *tls_read_pem(const char *key, const char *path, size_t *len, char *err, si
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        seterr(err, errlen, "%s: cannot read %s: %s", key, path, strerror(errno));
+        util_seterr(err, errlen, "%s: cannot read %s: %s", key, path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        seterr(err, errlen, "%s: %s is not a regular file", key, path);
+        util_seterr(err, errlen, "%s: %s is not a regular file", key, path);
         fclose(f);
         return NULL;
     }
     if (st.st_size <= 0 || (unsigned long long)st.st_size > PEM_MAX_BYTES) {
-        seterr(err, errlen, "%s: %s is %s", key, path, st.st_size <= 0 ? "empty" : "larger than 1 MiB");
+        util_seterr(err, errlen, "%s: %s is %s", key, path, st.st_size <= 0 ? "empty" : "larger than 1 MiB");
         fclose(f);
         return NULL;
     }
     size_t cap = (size_t)st.st_size + 1;
     char *buf = malloc(cap);
     if (!buf) {
-        seterr(err, errlen, "%s: out of memory", key);
+        util_seterr(err, errlen, "%s: out of memory", key);
         fclose(f);
         return NULL;
     }
@@ -71,7 +64,7 @@ char *tls_read_pem(const char *key, const char *path, size_t *len, char *err, si
     int rerr = ferror(f) ? errno : 0;
     fclose(f);
     if (rerr || n == 0) {
-        seterr(err, errlen, "%s: cannot read %s: %s", key, path, rerr ? strerror(rerr) : "empty");
+        util_seterr(err, errlen, "%s: cannot read %s: %s", key, path, rerr ? strerror(rerr) : "empty");
         tls_free_secret(buf, cap);
         return NULL;
     }
@@ -214,7 +207,7 @@ static int load_certs(const char *path, const gnutls_datum_t *pem, char *err, si
     unsigned n = 0;
     int rc = gnutls_x509_crt_list_import2(&list, &n, pem, GNUTLS_X509_FMT_PEM, 0);
     if (rc < 0 || n == 0) {
-        seterr(err, errlen, "listen.tls_cert: %s: no PEM certificate (BEGIN CERTIFICATE) could be read: %s", path,
+        util_seterr(err, errlen, "listen.tls_cert: %s: no PEM certificate (BEGIN CERTIFICATE) could be read: %s", path,
                rc < 0 ? gnutls_strerror(rc) : "none found");
         return -1;
     }
@@ -227,17 +220,17 @@ int tls_check_config(const char *cert, const char *key, const char *client_ca, c
                      const char *priorities, char *err, size_t errlen)
 {
     if (!cert != !key) {
-        seterr(err, errlen, "%s: missing: listen.tls_cert and listen.tls_key go together (both or neither)",
+        util_seterr(err, errlen, "%s: missing: listen.tls_cert and listen.tls_key go together (both or neither)",
                cert ? "listen.tls_key" : "listen.tls_cert");
         return -1;
     }
     if (client_ca && !cert) {
-        seterr(err, errlen, "listen.client_ca: requires listen.tls_cert and listen.tls_key "
+        util_seterr(err, errlen, "listen.client_ca: requires listen.tls_cert and listen.tls_key "
                             "(client certificates need HTTPS)");
         return -1;
     }
     if (client_subject && !client_ca) {
-        seterr(err, errlen, "listen.client_subject: requires listen.client_ca");
+        util_seterr(err, errlen, "listen.client_subject: requires listen.client_ca");
         return -1;
     }
     if (client_subject) {
@@ -247,7 +240,7 @@ int tls_check_config(const char *cert, const char *key, const char *client_ca, c
         free(copy);
         free(a);
         if (n <= 0) {
-            seterr(err, errlen, "listen.client_subject: '%s' is not a distinguished name like \"CN=PR1CLNT100\" "
+            util_seterr(err, errlen, "listen.client_subject: '%s' is not a distinguished name like \"CN=PR1CLNT100\" "
                                 "or \"CN=PR1CLNT100, O=Example, C=DE\"", client_subject);
             return -1;
         }
@@ -256,7 +249,7 @@ int tls_check_config(const char *cert, const char *key, const char *client_ca, c
     const char *at = NULL;
     int rc = gnutls_priority_init(&prio, priorities, &at);
     if (rc < 0) {
-        seterr(err, errlen, "listen.tls_priorities: invalid GnuTLS priority string near '%.60s': %s",
+        util_seterr(err, errlen, "listen.tls_priorities: invalid GnuTLS priority string near '%.60s': %s",
                at ? at : priorities, gnutls_strerror(rc));
         return -1;
     }
@@ -273,26 +266,26 @@ int tls_check_config(const char *cert, const char *key, const char *client_ca, c
     if (load_certs(cert, &cd, err, errlen) != 0) goto out;
 
     gnutls_x509_privkey_t pk;
-    if (gnutls_x509_privkey_init(&pk) < 0) { seterr(err, errlen, "listen.tls_key: out of memory"); goto out; }
+    if (gnutls_x509_privkey_init(&pk) < 0) { util_seterr(err, errlen, "listen.tls_key: out of memory"); goto out; }
     rc = gnutls_x509_privkey_import2(pk, &kd, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN);
     gnutls_x509_privkey_deinit(pk);
     if (rc < 0) {
-        seterr(err, errlen, "listen.tls_key: %s: not a usable unencrypted PEM private key: %s", key,
+        util_seterr(err, errlen, "listen.tls_key: %s: not a usable unencrypted PEM private key: %s", key,
                gnutls_strerror(rc));
         goto out;
     }
     if (gnutls_certificate_allocate_credentials(&cred) < 0) {
-        seterr(err, errlen, "listen.tls_cert: out of memory");
+        util_seterr(err, errlen, "listen.tls_cert: out of memory");
         goto out;
     }
     rc = gnutls_certificate_set_x509_key_mem(cred, &cd, &kd, GNUTLS_X509_FMT_PEM);
     if (rc == GNUTLS_E_CERTIFICATE_KEY_MISMATCH) {
-        seterr(err, errlen, "listen.tls_key: %s does not belong to the certificate in %s (listen.tls_cert)", key,
+        util_seterr(err, errlen, "listen.tls_key: %s does not belong to the certificate in %s (listen.tls_cert)", key,
                cert);
         goto out;
     }
     if (rc < 0) {
-        seterr(err, errlen, "listen.tls_cert: %s with listen.tls_key %s: %s", cert, key, gnutls_strerror(rc));
+        util_seterr(err, errlen, "listen.tls_cert: %s with listen.tls_key %s: %s", cert, key, gnutls_strerror(rc));
         goto out;
     }
     if (client_ca) {
@@ -300,7 +293,7 @@ int tls_check_config(const char *cert, const char *key, const char *client_ca, c
         gnutls_datum_t ad = {(unsigned char *)capem, (unsigned)calen};
         rc = gnutls_certificate_set_x509_trust_mem(cred, &ad, GNUTLS_X509_FMT_PEM);
         if (rc <= 0) {
-            seterr(err, errlen, "listen.client_ca: %s: no PEM certificate (BEGIN CERTIFICATE) could be read%s%s",
+            util_seterr(err, errlen, "listen.client_ca: %s: no PEM certificate (BEGIN CERTIFICATE) could be read%s%s",
                    client_ca, rc < 0 ? ": " : "", rc < 0 ? gnutls_strerror(rc) : "");
             goto out;
         }

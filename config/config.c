@@ -16,6 +16,8 @@
  * where the key is optional) and never changes afterwards.
  */
 #include "config/config.h"
+
+#include "common/util.h"
 #include "config/cron.h"
 #include "common/tls.h"
 
@@ -91,16 +93,6 @@ static const struct key keys[] = {
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!err || !errlen) return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static char **str_field(struct config *c, const struct key *k) { return (char **)((char *)c + k->off); }
 static int64_t *int_field(struct config *c, const struct key *k) { return (int64_t *)((char *)c + k->off); }
@@ -131,13 +123,13 @@ static int check_unknown(const cJSON *obj, const char *prefix, char *err, size_t
         else snprintf(path, sizeof path, "%s", it->string);
         for (const cJSON *prev = obj->child; prev != it; prev = prev->next) {
             if (strcmp(prev->string, it->string) == 0) {
-                seterr(err, errlen, "config: %s: duplicate key", path);
+                util_seterr(err, errlen, "config: %s: duplicate key", path);
                 return -1;
             }
         }
         if (find_key(path)) {
             if (cJSON_IsObject(it) || cJSON_IsArray(it)) {
-                seterr(err, errlen, "config: %s: expected a %s, got an %s", path,
+                util_seterr(err, errlen, "config: %s: expected a %s, got an %s", path,
                        find_key(path)->type == CT_INT ? "number" : "string",
                        cJSON_IsObject(it) ? "object" : "array");
                 return -1;
@@ -146,13 +138,13 @@ static int check_unknown(const cJSON *obj, const char *prefix, char *err, size_t
         }
         if (is_section(path)) {
             if (!cJSON_IsObject(it)) {
-                seterr(err, errlen, "config: %s: expected an object", path);
+                util_seterr(err, errlen, "config: %s: expected an object", path);
                 return -1;
             }
             if (check_unknown(it, path, err, errlen) != 0) return -1;
             continue;
         }
-        seterr(err, errlen, "config: %s: unknown key", path);
+        util_seterr(err, errlen, "config: %s: unknown key", path);
         return -1;
     }
     return 0;
@@ -178,7 +170,7 @@ static char *interpolate(const char *path, const char *in, char *err, size_t err
 {
     size_t cap = strlen(in) + 1, len = 0;
     char *out = malloc(cap);
-    if (!out) { seterr(err, errlen, "config: out of memory"); return NULL; }
+    if (!out) { util_seterr(err, errlen, "config: out of memory"); return NULL; }
     for (const char *p = in; *p;) {
         const char *add = p;
         size_t addlen = 1;
@@ -187,7 +179,7 @@ static char *interpolate(const char *path, const char *in, char *err, size_t err
             char name[128];
             size_t n = (size_t)(end - (p + 2));
             if (n == 0 || n >= sizeof name) {
-                seterr(err, errlen, "config: %s: bad variable reference", path);
+                util_seterr(err, errlen, "config: %s: bad variable reference", path);
                 free(out);
                 return NULL;
             }
@@ -195,14 +187,14 @@ static char *interpolate(const char *path, const char *in, char *err, size_t err
             name[n] = 0;
             for (size_t i = 0; i < n; i++) {
                 if (!(isalnum((unsigned char)name[i]) || name[i] == '_')) {
-                    seterr(err, errlen, "config: %s: bad variable name '%s'", path, name);
+                    util_seterr(err, errlen, "config: %s: bad variable name '%s'", path, name);
                     free(out);
                     return NULL;
                 }
             }
             const char *v = getenv(name);
             if (!v) {
-                seterr(err, errlen, "config: %s: environment variable %s is not set", path, name);
+                util_seterr(err, errlen, "config: %s: environment variable %s is not set", path, name);
                 free(out);
                 return NULL;
             }
@@ -215,7 +207,7 @@ static char *interpolate(const char *path, const char *in, char *err, size_t err
         if (len + addlen + 1 > cap) {
             cap = (len + addlen + 1) * 2;
             char *n2 = realloc(out, cap);
-            if (!n2) { free(out); seterr(err, errlen, "config: out of memory"); return NULL; }
+            if (!n2) { free(out); util_seterr(err, errlen, "config: out of memory"); return NULL; }
             out = n2;
         }
         memcpy(out + len, add, addlen);
@@ -235,7 +227,7 @@ static int set_value(struct config *c, const struct key *k, const cJSON *v, char
         } else if (cJSON_IsNumber(v) && k->type == CT_INT) {
             double d = v->valuedouble;
             if (d != (double)(int64_t)d) {
-                seterr(err, errlen, "config: %s: expected a whole number", k->path);
+                util_seterr(err, errlen, "config: %s: expected a whole number", k->path);
                 return -1;
             }
             snprintf(numbuf, sizeof numbuf, "%lld", (long long)(int64_t)d);
@@ -244,7 +236,7 @@ static int set_value(struct config *c, const struct key *k, const cJSON *v, char
             text = NULL; /* explicit null: use the default */
             v = NULL;
         } else {
-            seterr(err, errlen, "config: %s: expected a %s", k->path,
+            util_seterr(err, errlen, "config: %s: expected a %s", k->path,
                    k->type == CT_INT ? "number" : "string");
             return -1;
         }
@@ -252,7 +244,7 @@ static int set_value(struct config *c, const struct key *k, const cJSON *v, char
     if (!v) text = k->def;
     if (!text) {
         if (k->flags & F_REQUIRED) {
-            seterr(err, errlen, "config: %s: required key is missing", k->path);
+            util_seterr(err, errlen, "config: %s: required key is missing", k->path);
             return -1;
         }
         return 0;
@@ -267,13 +259,13 @@ static int set_value(struct config *c, const struct key *k, const cJSON *v, char
     errno = 0;
     long long n = strtoll(s, &end, 10);
     if (errno || end == s || *end) {
-        seterr(err, errlen, "config: %s: '%s' is not a whole number", k->path, s);
+        util_seterr(err, errlen, "config: %s: '%s' is not a whole number", k->path, s);
         free(s);
         return -1;
     }
     free(s);
     if (n < k->min || n > k->max) {
-        seterr(err, errlen, "config: %s: %lld is outside %lld..%lld", k->path, n,
+        util_seterr(err, errlen, "config: %s: %lld is outside %lld..%lld", k->path, n,
                (long long)k->min, (long long)k->max);
         return -1;
     }
@@ -290,10 +282,10 @@ static int check_url(const char *path, const char *url, char *err, size_t errlen
         if (strncmp(h, "localhost", 9) == 0 && (h[9] == 0 || h[9] == ':' || h[9] == '/')) return 0;
         if (strncmp(h, "[::1]", 5) == 0) return 0;
         if (strncmp(h, "127.", 4) == 0) return 0;
-        seterr(err, errlen, "config: %s: '%s' must be https:// (http:// only for a loopback host)", path, url);
+        util_seterr(err, errlen, "config: %s: '%s' must be https:// (http:// only for a loopback host)", path, url);
         return -1;
     }
-    seterr(err, errlen, "config: %s: '%s' is not an https:// URL", path, url);
+    util_seterr(err, errlen, "config: %s: '%s' is not an https:// URL", path, url);
     return -1;
 }
 
@@ -301,7 +293,7 @@ static int one_of(const char *path, const char *v, const char *const *allowed, c
 {
     for (size_t i = 0; allowed[i]; i++)
         if (strcmp(v, allowed[i]) == 0) return 0;
-    seterr(err, errlen, "config: %s: '%s' is not one of the allowed values", path, v);
+    util_seterr(err, errlen, "config: %s: '%s' is not one of the allowed values", path, v);
     return -1;
 }
 
@@ -321,10 +313,10 @@ static int relative_to_config(const struct config *c, char **path, char *err, si
 {
     if ((*path)[0] == '/') return 0;
     char *dup = strdup(c->source_path);
-    if (!dup) { seterr(err, errlen, "config: out of memory"); return -1; }
+    if (!dup) { util_seterr(err, errlen, "config: out of memory"); return -1; }
     char *abs = xasprintf("%s/%s", dirname(dup), *path);
     free(dup);
-    if (!abs) { seterr(err, errlen, "config: out of memory"); return -1; }
+    if (!abs) { util_seterr(err, errlen, "config: out of memory"); return -1; }
     free(*path);
     *path = abs;
     return 0;
@@ -336,38 +328,38 @@ static int validate(struct config *c, char *err, size_t errlen)
     static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
     static const char *const formats[] = {"text", "json", NULL};
     if (c->sap_path[0] != '/') {
-        seterr(err, errlen, "config: sap.path: '%s' must start with /", c->sap_path);
+        util_seterr(err, errlen, "config: sap.path: '%s' must start with /", c->sap_path);
         return -1;
     }
     if (strncmp(c->sap_path, "/admin", 6) == 0 || strcmp(c->sap_path, "/healthz") == 0 ||
         strcmp(c->sap_path, "/readyz") == 0 || strcmp(c->sap_path, "/metrics") == 0) {
-        seterr(err, errlen, "config: sap.path: '%s' collides with a built-in endpoint", c->sap_path);
+        util_seterr(err, errlen, "config: sap.path: '%s' collides with a built-in endpoint", c->sap_path);
         return -1;
     }
-    if (!c->sap_username[0]) { seterr(err, errlen, "config: sap.username: must not be empty"); return -1; }
-    if (!c->sap_password[0]) { seterr(err, errlen, "config: sap.password: must not be empty"); return -1; }
+    if (!c->sap_username[0]) { util_seterr(err, errlen, "config: sap.username: must not be empty"); return -1; }
+    if (!c->sap_password[0]) { util_seterr(err, errlen, "config: sap.password: must not be empty"); return -1; }
     if (check_url("dataverse.url", c->dv_url, err, errlen)) return -1;
     /* Drop a trailing slash so "{url}/api/data/..." never has "//". */
     size_t ul = strlen(c->dv_url);
     while (ul > 0 && c->dv_url[ul - 1] == '/') c->dv_url[--ul] = 0;
     if (!c->dv_token_url) {
         c->dv_token_url = xasprintf("https://login.microsoftonline.com/%s/oauth2/v2.0/token", c->dv_tenant_id);
-        if (!c->dv_token_url) { seterr(err, errlen, "config: out of memory"); return -1; }
+        if (!c->dv_token_url) { util_seterr(err, errlen, "config: out of memory"); return -1; }
     }
     if (check_url("dataverse.token_url", c->dv_token_url, err, errlen)) return -1;
     if (!c->dv_scope) {
         c->dv_scope = xasprintf("%s/.default", c->dv_url);
-        if (!c->dv_scope) { seterr(err, errlen, "config: out of memory"); return -1; }
+        if (!c->dv_scope) { util_seterr(err, errlen, "config: out of memory"); return -1; }
     }
     int has_secret = c->dv_client_secret && c->dv_client_secret[0];
     int has_cert = c->dv_client_certificate != NULL;
     if (has_cert != (c->dv_client_key != NULL)) {
-        seterr(err, errlen, "config: dataverse.%s: client_certificate and client_key go together",
+        util_seterr(err, errlen, "config: dataverse.%s: client_certificate and client_key go together",
                has_cert ? "client_key" : "client_certificate");
         return -1;
     }
     if (!has_secret && !has_cert) {
-        seterr(err, errlen, "config: dataverse.client_secret: required (or client_certificate + client_key)");
+        util_seterr(err, errlen, "config: dataverse.client_secret: required (or client_certificate + client_key)");
         return -1;
     }
     static const char *const algs[] = {"PS256", "RS256", NULL};
@@ -378,13 +370,13 @@ static int validate(struct config *c, char *err, size_t errlen)
         struct cron cr;
         char cerr[200];
         if (cron_parse(c->delivery_schedule, &cr, cerr, sizeof cerr) != 0) {
-            seterr(err, errlen, "config: delivery.schedule: '%s' is neither \"continuous\" nor a valid cron expression: %s",
+            util_seterr(err, errlen, "config: delivery.schedule: '%s' is neither \"continuous\" nor a valid cron expression: %s",
                    c->delivery_schedule, cerr);
             return -1;
         }
     }
     if (c->admin_token && !c->admin_token[0]) {
-        seterr(err, errlen, "config: admin.token: must not be empty (leave the key out to disable /admin/)");
+        util_seterr(err, errlen, "config: admin.token: must not be empty (leave the key out to disable /admin/)");
         return -1;
     }
     /* HTTPS: the files are loaded with GnuTLS here, as the listener will
@@ -395,7 +387,7 @@ static int validate(struct config *c, char *err, size_t errlen)
                               c->listen_client_subject, c->listen_tls_priorities};
     for (size_t i = 0; i < sizeof tls_keys / sizeof tls_keys[0]; i++) {
         if (tls_vals[i] && !tls_vals[i][0]) {
-            seterr(err, errlen, "config: %s: must not be empty (leave the key out%s)", tls_keys[i],
+            util_seterr(err, errlen, "config: %s: must not be empty (leave the key out%s)", tls_keys[i],
                    i < 2 ? " for plain HTTP" : "");
             return -1;
         }
@@ -407,7 +399,7 @@ static int validate(struct config *c, char *err, size_t errlen)
     char terr[400];
     if (tls_check_config(c->listen_tls_cert, c->listen_tls_key, c->listen_client_ca, c->listen_client_subject,
                          c->listen_tls_priorities, terr, sizeof terr) != 0) {
-        seterr(err, errlen, "config: %s", terr);
+        util_seterr(err, errlen, "config: %s", terr);
         return -1;
     }
     /* The mapping path is relative to the config file's folder. */
@@ -417,27 +409,12 @@ static int validate(struct config *c, char *err, size_t errlen)
 
 static char *read_file(const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        seterr(err, errlen, "config: cannot open %s: %s", path, strerror(errno));
+    char *buf;
+    if (util_read_file(path, (size_t)16 << 20, &buf, NULL) != 0) {
+        util_seterr(err, errlen, "config: cannot read %s: %s", path,
+                    errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
         return NULL;
     }
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (len + 1 >= cap) {
-            if (cap > (16u << 20)) { free(buf); buf = NULL; seterr(err, errlen, "config: %s is too large", path); break; }
-            char *b2 = realloc(buf, cap * 2);
-            if (!b2) { free(buf); buf = NULL; break; }
-            buf = b2;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[len] = 0;
-    else if (err && !err[0]) seterr(err, errlen, "config: out of memory reading %s", path);
     return buf;
 }
 
@@ -451,17 +428,17 @@ struct config *config_load(const char *path, char *err, size_t errlen)
         const char *at = cJSON_GetErrorPtr();
         int line = 1;
         for (const char *p = text; at && p < at && *p; p++) line += *p == '\n';
-        seterr(err, errlen, "config: %s: invalid JSON near line %d", path, line);
+        util_seterr(err, errlen, "config: %s: invalid JSON near line %d", path, line);
         free(text);
         return NULL;
     }
     free(text);
     struct config *c = calloc(1, sizeof *c);
-    if (!c) { cJSON_Delete(root); seterr(err, errlen, "config: out of memory"); return NULL; }
+    if (!c) { cJSON_Delete(root); util_seterr(err, errlen, "config: out of memory"); return NULL; }
     c->source_path = strdup(path);
     int rc = c->source_path ? 0 : -1;
     if (rc == 0 && !cJSON_IsObject(root)) {
-        seterr(err, errlen, "config: %s: the top level must be an object", path);
+        util_seterr(err, errlen, "config: %s: the top level must be an object", path);
         rc = -1;
     }
     if (rc == 0) rc = check_unknown(root, "", err, errlen);

@@ -16,6 +16,7 @@
  * "mapping: <json path>: <what is wrong>", e.g.
  *   mapping: routes[2].records[0].columns.name.path: unknown filter syntax 'E1EDKA1[PARVW'
  */
+#include "common/util.h"
 #include "config/mapping_internal.h"
 
 #include <cjson/cJSON.h>
@@ -1267,41 +1268,11 @@ static int compile_root(struct lctx *c, const cJSON *root)
 
 static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "mapping: %s: %s", path, strerror(errno));
+    char *buf;
+    if (util_read_file(path, (size_t)64 << 20, &buf, len) != 0) {
+        snprintf(err, errlen, "mapping: %s: %s", path, errno == EFBIG ? "larger than 64 MB" : strerror(errno));
         return NULL;
     }
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (n < cap - 1) break;
-        if (cap > (64u << 20)) {
-            snprintf(err, errlen, "mapping: %s: larger than 64 MB", path);
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) { free(buf); buf = NULL; break; }
-        buf = nb;
-        cap *= 2;
-    }
-    int rerr = ferror(f);
-    fclose(f);
-    if (buf && rerr) {
-        snprintf(err, errlen, "mapping: %s: read error", path);
-        free(buf);
-        return NULL;
-    }
-    if (!buf) {
-        if (err && !*err) snprintf(err, errlen, "mapping: %s: out of memory", path);
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
     return buf;
 }
 

@@ -33,6 +33,8 @@
  */
 #include "d365/auth.h"
 
+#include "common/util.h"
+
 #include "common/log.h"
 
 #include <cjson/cJSON.h>
@@ -79,15 +81,6 @@ struct d365_auth {
     struct d365_auth_stats st;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static double mono_now(void)
 {
@@ -172,7 +165,7 @@ static void ossl_err(char *err, size_t errlen, const char *what)
     char buf[256] = "";
     if (e) ERR_error_string_n(e, buf, sizeof buf);
     ERR_clear_error();
-    seterr(err, errlen, "%s%s%s", what, *buf ? ": " : "", buf);
+    util_seterr(err, errlen, "%s%s%s", what, *buf ? ": " : "", buf);
 }
 
 static int load_credentials(struct d365_auth *a, const char *cert_file, const char *key_file,
@@ -201,7 +194,7 @@ static int load_credentials(struct d365_auth *a, const char *cert_file, const ch
         return -1;
     }
     if (EVP_PKEY_get_base_id(a->key) != EVP_PKEY_RSA) {
-        seterr(err, errlen, "dataverse.client_key: must be an RSA key (PS256/RS256)");
+        util_seterr(err, errlen, "dataverse.client_key: must be an RSA key (PS256/RS256)");
         return -1;
     }
     if (X509_check_private_key(a->cert, a->key) != 1) {
@@ -217,7 +210,7 @@ static int load_credentials(struct d365_auth *a, const char *cert_file, const ch
     }
     a->thumb = d365_base64url(md, mdlen);
     if (!a->thumb) {
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         return -1;
     }
     return 0;
@@ -241,7 +234,7 @@ int d365_auth_assertion(struct d365_auth *a, time_t now, char **jwt, char *err, 
 {
     *jwt = NULL;
     if (!a->key) {
-        seterr(err, errlen, "no certificate credential configured");
+        util_seterr(err, errlen, "no certificate credential configured");
         return -1;
     }
     int ps = a->alg != D365_ALG_RS256;
@@ -306,7 +299,7 @@ ossl:
     ossl_err(err, errlen, "signing the client assertion");
     goto out;
 oom:
-    seterr(err, errlen, "out of memory");
+    util_seterr(err, errlen, "out of memory");
 out:
     cJSON_Delete(h);
     cJSON_Delete(c);
@@ -327,31 +320,31 @@ out:
 struct d365_auth *d365_auth_create(const struct d365_auth_config *cfg, char *err, size_t errlen)
 {
     if (!cfg || !cfg->token_url || !*cfg->token_url) {
-        seterr(err, errlen, "dataverse.token_url: missing");
+        util_seterr(err, errlen, "dataverse.token_url: missing");
         return NULL;
     }
     if (!cfg->client_id || !*cfg->client_id) {
-        seterr(err, errlen, "dataverse.client_id: missing");
+        util_seterr(err, errlen, "dataverse.client_id: missing");
         return NULL;
     }
     if (!cfg->scope || !*cfg->scope) {
-        seterr(err, errlen, "dataverse.scope: missing");
+        util_seterr(err, errlen, "dataverse.scope: missing");
         return NULL;
     }
     int has_secret = cfg->client_secret && *cfg->client_secret;
     int has_cert = cfg->cert_file && *cfg->cert_file;
     if (has_secret == has_cert) {
-        seterr(err, errlen, "dataverse: exactly one of client_secret or client_certificate "
+        util_seterr(err, errlen, "dataverse: exactly one of client_secret or client_certificate "
                             "(+ client_key) is needed");
         return NULL;
     }
     if (has_cert && (!cfg->key_file || !*cfg->key_file)) {
-        seterr(err, errlen, "dataverse.client_key: missing (needed with client_certificate)");
+        util_seterr(err, errlen, "dataverse.client_key: missing (needed with client_certificate)");
         return NULL;
     }
     struct d365_auth *a = calloc(1, sizeof *a);
     if (!a) {
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&a->mu, NULL);
@@ -369,7 +362,7 @@ struct d365_auth *d365_auth_create(const struct d365_auth_config *cfg, char *err
     a->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000;
     a->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 30000;
     if (!a->token_url || !a->client_id || !a->scope || !a->aud || (has_secret && !a->secret)) {
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         d365_auth_destroy(a);
         return NULL;
     }
@@ -483,14 +476,14 @@ static void entra_error(long status, const char *body, char *err, size_t errlen)
     describe_first(desc, first, sizeof first);
     const char *meaning = code ? d365_aadsts_meaning(code) : NULL;
     if (code)
-        seterr(err, errlen, "token endpoint: HTTP %ld %s AADSTS%ld: %s%s%s%s", status,
+        util_seterr(err, errlen, "token endpoint: HTTP %ld %s AADSTS%ld: %s%s%s%s", status,
                error ? error : "", code, meaning ? meaning : "(unknown code)",
                *first ? " [" : "", first, *first ? "]" : "");
     else if (error || *first)
-        seterr(err, errlen, "token endpoint: HTTP %ld %s%s%s", status, error ? error : "",
+        util_seterr(err, errlen, "token endpoint: HTTP %ld %s%s%s", status, error ? error : "",
                *first ? " " : "", first);
     else
-        seterr(err, errlen, "token endpoint: HTTP %ld (no Entra error in the answer)", status);
+        util_seterr(err, errlen, "token endpoint: HTTP %ld (no Entra error in the answer)", status);
     cJSON_Delete(j);
 }
 
@@ -501,7 +494,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
     if (!a->curl) {
         a->curl = curl_easy_init();
         if (!a->curl) {
-            seterr(err, errlen, "token endpoint: curl_easy_init failed");
+            util_seterr(err, errlen, "token endpoint: curl_easy_init failed");
             return -1;
         }
     }
@@ -516,12 +509,12 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
     if (form_add(h, &form, &flen, "client_id", a->client_id) ||
         form_add(h, &form, &flen, "scope", a->scope) ||
         form_add(h, &form, &flen, "grant_type", "client_credentials")) {
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         goto out;
     }
     if (a->secret) {
         if (form_add(h, &form, &flen, "client_secret", a->secret)) {
-            seterr(err, errlen, "out of memory");
+            util_seterr(err, errlen, "out of memory");
             goto out;
         }
     } else {
@@ -529,7 +522,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
         if (form_add(h, &form, &flen, "client_assertion_type",
                      "urn:ietf:params:oauth:client-assertion-type:jwt-bearer") ||
             form_add(h, &form, &flen, "client_assertion", assertion)) {
-            seterr(err, errlen, "out of memory");
+            util_seterr(err, errlen, "out of memory");
             goto out;
         }
     }
@@ -557,7 +550,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
     if (cr != CURLE_OK) {
         a->transient = 1;
-        seterr(err, errlen, "token endpoint: %s", resp.overflow ? "response too large"
+        util_seterr(err, errlen, "token endpoint: %s", resp.overflow ? "response too large"
                                                    : *errbuf ? errbuf : curl_easy_strerror(cr));
         goto out;
     }
@@ -571,7 +564,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
     cJSON *ei = j ? cJSON_GetObjectItemCaseSensitive(j, "expires_in") : NULL;
     cJSON *tt = j ? cJSON_GetObjectItemCaseSensitive(j, "token_type") : NULL;
     if (!cJSON_IsString(at) || !*at->valuestring) {
-        seterr(err, errlen, "token endpoint: HTTP 200 without access_token");
+        util_seterr(err, errlen, "token endpoint: HTTP 200 without access_token");
         cJSON_Delete(j);
         goto out;
     }
@@ -588,7 +581,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
     OPENSSL_cleanse(at->valuestring, strlen(at->valuestring));
     cJSON_Delete(j);
     if (!*token) {
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         goto out;
     }
     *lifetime = life;
@@ -608,7 +601,7 @@ static int copy_token(const struct d365_auth *a, char *buf, size_t bufsz, char *
 {
     size_t n = strlen(a->token);
     if (n + 1 > bufsz) {
-        seterr(err, errlen, "access token longer than the caller's buffer (%zu bytes)", n);
+        util_seterr(err, errlen, "access token longer than the caller's buffer (%zu bytes)", n);
         return -1;
     }
     memcpy(buf, a->token, n + 1);
@@ -631,7 +624,7 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
         if (!valid && a->fetching) {
             if (!waited++) a->st.waits++;
             if (now >= wait_deadline) {
-                seterr(err, errlen, "timed out waiting for the access token");
+                util_seterr(err, errlen, "timed out waiting for the access token");
                 rc = -1;
                 break;
             }
@@ -641,7 +634,7 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
             continue;
         }
         if (!valid && now < a->next_attempt_at) {
-            seterr(err, errlen, "%s (next attempt in %.0f s)", a->last_err, a->next_attempt_at - now);
+            util_seterr(err, errlen, "%s (next attempt in %.0f s)", a->last_err, a->next_attempt_at - now);
             rc = -1;
             break;
         }
@@ -688,7 +681,7 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
         }
         pthread_cond_broadcast(&a->cv);
         if (fr != 0 && !(a->token && now < a->usable_until)) {
-            seterr(err, errlen, "%s", ferr);
+            util_seterr(err, errlen, "%s", ferr);
             rc = -1;
             break;
         }

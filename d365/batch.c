@@ -19,6 +19,8 @@
  */
 #include "d365/batch.h"
 
+#include "common/util.h"
+
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
@@ -30,15 +32,6 @@
 #include <strings.h>
 #include <time.h>
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Copy at most dstsz-1 bytes, never ending inside a UTF-8 sequence. */
 static void copy_utf8(char *dst, size_t dstsz, const char *src, size_t n)
@@ -144,41 +137,41 @@ static int is_get(const char *m) { return m && strcasecmp(m, "GET") == 0; }
 int d365_batch_validate(const struct d365_op *ops, size_t n, char *err, size_t errlen)
 {
     if (n == 0 || n > D365_BATCH_MAX) {
-        seterr(err, errlen, "batch of %zu operations (allowed 1..%d)", n, D365_BATCH_MAX);
+        util_seterr(err, errlen, "batch of %zu operations (allowed 1..%d)", n, D365_BATCH_MAX);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         const struct d365_op *o = &ops[i];
         if (!o->method || !*o->method || !o->path || !*o->path) {
-            seterr(err, errlen, "operation %zu: method and path are required", i);
+            util_seterr(err, errlen, "operation %zu: method and path are required", i);
             return -1;
         }
         if (strpbrk(o->method, " \r\n")) {
-            seterr(err, errlen, "operation %zu: space or line break in the method", i);
+            util_seterr(err, errlen, "operation %zu: space or line break in the method", i);
             return -1;
         }
         if (o->changeset) {
             if (is_get(o->method)) {
-                seterr(err, errlen, "operation %zu: GET is not allowed in a change set", i);
+                util_seterr(err, errlen, "operation %zu: GET is not allowed in a change set", i);
                 return -1;
             }
             /* Adjacent: a change set id seen before must continue right here. */
             if (i > 0 && ops[i - 1].changeset != o->changeset)
                 for (size_t k = 0; k + 1 < i; k++)
                     if (ops[k].changeset == o->changeset) {
-                        seterr(err, errlen, "operation %zu: change set %u is not contiguous", i,
+                        util_seterr(err, errlen, "operation %zu: change set %u is not contiguous", i,
                                o->changeset);
                         return -1;
                     }
         }
         if (o->content_id) {
             if (!*o->content_id || strpbrk(o->content_id, "\r\n")) {
-                seterr(err, errlen, "operation %zu: bad Content-ID", i);
+                util_seterr(err, errlen, "operation %zu: bad Content-ID", i);
                 return -1;
             }
             for (size_t k = 0; k < i; k++)
                 if (ops[k].content_id && strcmp(ops[k].content_id, o->content_id) == 0) {
-                    seterr(err, errlen, "operation %zu: duplicate Content-ID '%s'", i, o->content_id);
+                    util_seterr(err, errlen, "operation %zu: duplicate Content-ID '%s'", i, o->content_id);
                     return -1;
                 }
         }
@@ -188,7 +181,7 @@ int d365_batch_validate(const struct d365_op *ops, size_t n, char *err, size_t e
             if (strpbrk(h, "\r\n")) goto badhdr;
         continue;
     badhdr:
-        seterr(err, errlen, "operation %zu: line break in a header value", i);
+        util_seterr(err, errlen, "operation %zu: line break in a header value", i);
         return -1;
     }
     return 0;
@@ -246,7 +239,7 @@ int d365_batch_build(const char *service_path, const char *batch_id, const struc
     sb_fmt(&b, "--%s--\r\n", bb);
     if (b.oom) {
         free(b.p);
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         return -1;
     }
     *out = b.p;
@@ -553,14 +546,14 @@ int d365_batch_parse(const char *content_type, const char *body, size_t len,
 {
     char b[256];
     if (!content_type || boundary_of(content_type, strlen(content_type), b, sizeof b) != 0) {
-        seterr(err, errlen, "batch response without a multipart boundary (Content-Type '%.80s')",
+        util_seterr(err, errlen, "batch response without a multipart boundary (Content-Type '%.80s')",
                content_type ? content_type : "");
         return -1;
     }
     struct span *parts = NULL;
     long np = mp_split(body ? body : "", body ? len : 0, b, &parts);
     if (np < 0) {
-        seterr(err, errlen, "batch response: no part delimited by '%.80s'", b);
+        util_seterr(err, errlen, "batch response: no part delimited by '%.80s'", b);
         return -1;
     }
     int answered = 0;

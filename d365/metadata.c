@@ -9,6 +9,8 @@
  */
 #include "d365/metadata.h"
 
+#include "common/util.h"
+
 #include <cjson/cJSON.h>
 
 #include <ctype.h>
@@ -19,15 +21,6 @@
 #include <strings.h>
 #include <time.h>
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Names that go into paths and filters unquoted or single-quoted. */
 static int plain_name(const char *s)
@@ -41,9 +34,9 @@ static int plain_name(const char *s)
 static void op_error(char *err, size_t errlen, const char *what, const struct d365_op *op)
 {
     if (op->status)
-        seterr(err, errlen, "%s: HTTP %d%s%s: %s", what, op->status, op->code[0] ? " " : "", op->code, op->message);
+        util_seterr(err, errlen, "%s: HTTP %d%s%s: %s", what, op->status, op->code[0] ? " " : "", op->code, op->message);
     else
-        seterr(err, errlen, "%s: %s%s%s", what, op->code, op->code[0] ? ": " : "", op->message);
+        util_seterr(err, errlen, "%s: %s%s%s", what, op->code, op->code[0] ? ": " : "", op->message);
 }
 
 /* GET path -> parsed JSON. 0 ok, 1 HTTP 404, -1 error (err set). */
@@ -64,7 +57,7 @@ static int get_json(struct d365_client *c, const char *path, const char *what, c
     *out = body ? cJSON_Parse(body) : NULL;
     free(body);
     if (!*out) {
-        seterr(err, errlen, "%s: HTTP %d but the answer is not JSON", what, op.status);
+        util_seterr(err, errlen, "%s: HTTP %d but the answer is not JSON", what, op.status);
         return -1;
     }
     return 0;
@@ -80,7 +73,7 @@ int d365_metadata_logical_name(struct d365_client *c, const char *set, char *out
                                size_t errlen)
 {
     if (!plain_name(set)) {
-        seterr(err, errlen, "'%s' is not an entity set name", set ? set : "");
+        util_seterr(err, errlen, "'%s' is not an entity set name", set ? set : "");
         return -1;
     }
     char path[512], what[256];
@@ -100,7 +93,7 @@ int d365_metadata_logical_name(struct d365_client *c, const char *set, char *out
         rc = 0;
         break;
     }
-    if (rc == 1) seterr(err, errlen, "no table has the entity set name '%s'", set);
+    if (rc == 1) util_seterr(err, errlen, "no table has the entity set name '%s'", set);
     cJSON_Delete(j);
     return rc;
 }
@@ -188,7 +181,7 @@ int d365_metadata_read(struct d365_client *c, const char *logical, struct d365_m
 {
     memset(out, 0, sizeof *out);
     if (!plain_name(logical)) {
-        seterr(err, errlen, "'%s' is not a table logical name", logical ? logical : "");
+        util_seterr(err, errlen, "'%s' is not a table logical name", logical ? logical : "");
         return -1;
     }
     char path[1024], what[256];
@@ -204,7 +197,7 @@ int d365_metadata_read(struct d365_client *c, const char *logical, struct d365_m
     if (parse_entity(j, out) != 0) {
         cJSON_Delete(j);
         d365_metadata_entity_free(out);
-        seterr(err, errlen, "%s: out of memory or an unexpected answer", what);
+        util_seterr(err, errlen, "%s: out of memory or an unexpected answer", what);
         return -1;
     }
     cJSON_Delete(j);
@@ -373,7 +366,7 @@ static int post(struct d365_client *c, const char *path, const char *body, const
     const char *headers[2] = {NULL, NULL};
     if (solution && *solution) {
         if (!plain_name(solution)) {
-            seterr(err, errlen, "%s: '%s' is not a solution unique name", what, solution);
+            util_seterr(err, errlen, "%s: '%s' is not a solution unique name", what, solution);
             return -1;
         }
         snprintf(hdr, sizeof hdr, "MSCRM.SolutionUniqueName: %s", solution);
@@ -399,12 +392,12 @@ int d365_metadata_create_column(struct d365_client *c, const char *logical, cons
     snprintf(what, sizeof what, "creating column %s on table '%s'", col && col->schema_name ? col->schema_name : "?",
              logical ? logical : "?");
     if (!plain_name(logical) || !col || !plain_name(col->schema_name)) {
-        seterr(err, errlen, "%s: invalid table or column name", what);
+        util_seterr(err, errlen, "%s: invalid table or column name", what);
         return -1;
     }
     char *body = d365_metadata_column_json(col);
     if (!body) {
-        seterr(err, errlen, "%s: invalid column definition (type, length) or out of memory", what);
+        util_seterr(err, errlen, "%s: invalid column definition (type, length) or out of memory", what);
         return -1;
     }
     char path[256];
@@ -422,12 +415,12 @@ int d365_metadata_create_key(struct d365_client *c, const char *logical, const c
     snprintf(what, sizeof what, "creating alternate key %s on table '%s'", schema_name ? schema_name : "?",
              logical ? logical : "?");
     if (!plain_name(logical) || !plain_name(schema_name)) {
-        seterr(err, errlen, "%s: invalid table or key name", what);
+        util_seterr(err, errlen, "%s: invalid table or key name", what);
         return -1;
     }
     char *body = d365_metadata_key_json(schema_name, display_name, attrs, n, language);
     if (!body) {
-        seterr(err, errlen, "%s: no key columns, or out of memory", what);
+        util_seterr(err, errlen, "%s: no key columns, or out of memory", what);
         return -1;
     }
     char path[256];
@@ -471,14 +464,14 @@ void d365_metadata_key_failure(struct d365_client *c, const struct d365_md_key *
     const char *hint = "duplicate values in the key column(s) are the usual cause; fix the data, then "
                        "reactivate the key (ReactivateEntityKey) or delete it and run setup again";
     if (!k || !is_guid(k->async_job)) {
-        seterr(err, errlen, "index creation failed (no system job recorded); %s", hint);
+        util_seterr(err, errlen, "index creation failed (no system job recorded); %s", hint);
         return;
     }
     char path[256], e2[256];
     snprintf(path, sizeof path, "asyncoperations(%s)?$select=message,friendlymessage", k->async_job);
     cJSON *j;
     if (get_json(c, path, "reading the index job", &j, e2, sizeof e2) != 0) {
-        seterr(err, errlen, "index creation failed (system job %s: %s); %s", k->async_job, e2, hint);
+        util_seterr(err, errlen, "index creation failed (system job %s: %s); %s", k->async_job, e2, hint);
         return;
     }
     const cJSON *fm = cJSON_GetObjectItemCaseSensitive(j, "friendlymessage");
@@ -486,7 +479,7 @@ void d365_metadata_key_failure(struct d365_client *c, const struct d365_md_key *
     const char *why = cJSON_IsString(fm) && *fm->valuestring ? fm->valuestring
                     : cJSON_IsString(m) && *m->valuestring   ? m->valuestring
                                                              : "no message";
-    seterr(err, errlen, "index creation failed: %s (system job %s); %s", why, k->async_job, hint);
+    util_seterr(err, errlen, "index creation failed: %s (system job %s); %s", why, k->async_job, hint);
     cJSON_Delete(j);
 }
 
@@ -501,13 +494,13 @@ int d365_metadata_wait_key(struct d365_client *c, const char *logical, const cha
         int rc = d365_metadata_read(c, logical, &e, err, errlen);
         if (waited) *waited = now_s() - t0;
         if (rc != 0) {
-            if (rc == 1) seterr(err, errlen, "table '%s' not found", logical);
+            if (rc == 1) util_seterr(err, errlen, "table '%s' not found", logical);
             return -1;
         }
         const struct d365_md_key *k = d365_metadata_key_on(&e, attrs, n);
         if (!k) {
             d365_metadata_entity_free(&e);
-            seterr(err, errlen, "no alternate key on %s(%s%s) any more", logical, n ? attrs[0] : "", n > 1 ? ",..." : "");
+            util_seterr(err, errlen, "no alternate key on %s(%s%s) any more", logical, n ? attrs[0] : "", n > 1 ? ",..." : "");
             return -1;
         }
         snprintf(last, sizeof last, "%s", k->status);
@@ -523,7 +516,7 @@ int d365_metadata_wait_key(struct d365_client *c, const char *logical, const cha
         d365_metadata_entity_free(&e);
         double spent = now_s() - t0;
         if (spent >= timeout_s) {
-            seterr(err, errlen, "the key's index is still %s after %.0f s (large tables take longer: run setup "
+            util_seterr(err, errlen, "the key's index is still %s after %.0f s (large tables take longer: run setup "
                    "again later, it waits for keys that are not active yet)", last[0] ? last : "not active", spent);
             return -1;
         }

@@ -28,6 +28,8 @@
  */
 #include "d365/webapi.h"
 
+#include "common/util.h"
+
 #include "common/log.h"
 #include "common/metrics.h"
 #include "d365/batch.h"
@@ -82,15 +84,6 @@ struct resp {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static double mono_now(void)
 {
@@ -180,7 +173,7 @@ struct d365_client *d365_client_create(const struct d365_client_config *cfg, str
                                        struct d365_governor *gov, char *err, size_t errlen)
 {
     if (!cfg || !cfg->url || !*cfg->url || !auth) {
-        seterr(err, errlen, "dataverse.url: missing");
+        util_seterr(err, errlen, "dataverse.url: missing");
         return NULL;
     }
     CURLU *u = curl_url();
@@ -189,7 +182,7 @@ struct d365_client *d365_client_create(const struct d365_client_config *cfg, str
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         (strcmp(scheme, "https") != 0 && strcmp(scheme, "http") != 0) ||
         curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
-        seterr(err, errlen, "dataverse.url: not an http(s) URL: '%.200s'", cfg->url);
+        util_seterr(err, errlen, "dataverse.url: not an http(s) URL: '%.200s'", cfg->url);
         curl_free(scheme);
         curl_free(path);
         curl_url_cleanup(u);
@@ -221,7 +214,7 @@ struct d365_client *d365_client_create(const struct d365_client_config *cfg, str
     curl_url_cleanup(u);
     return c;
 oom:
-    seterr(err, errlen, "out of memory");
+    util_seterr(err, errlen, "out of memory");
     curl_free(scheme);
     curl_free(path);
     curl_url_cleanup(u);
@@ -700,20 +693,20 @@ enum d365_lookup d365_lookup_id(struct d365_client *c, const char *set, const ch
 {
     id_out[0] = 0;
     if (!set || !*set || !column || !*column || !value) {
-        seterr(err, errlen, "lookup: set, column and value are required");
+        util_seterr(err, errlen, "lookup: set, column and value are required");
         return D365_LOOKUP_FAILED;
     }
     size_t kl = strlen(set) + strlen(column) + strlen(value) + 3;
     char *key = malloc(kl);
     if (!key) {
-        seterr(err, errlen, "out of memory");
+        util_seterr(err, errlen, "out of memory");
         return D365_LOOKUP_RETRY;
     }
     snprintf(key, kl, "%s\x1f%s\x1f%s", set, column, value);
     int hit = cache_get(key, id_out);
     if (hit >= 0) {
         free(key);
-        if (!hit) seterr(err, errlen, "no %s with %s = '%s' (cached)", set, column, value);
+        if (!hit) util_seterr(err, errlen, "no %s with %s = '%s' (cached)", set, column, value);
         return hit ? D365_LOOKUP_FOUND : D365_LOOKUP_NOT_FOUND;
     }
 
@@ -746,21 +739,21 @@ enum d365_lookup d365_lookup_id(struct d365_client *c, const char *set, const ch
     struct d365_op op;
     memset(&op, 0, sizeof op);
     if (request(c, &q, &r, code, sizeof code, why, sizeof why) != 0) {
-        seterr(err, errlen, "lookup %s: %s", set, why);
+        util_seterr(err, errlen, "lookup %s: %s", set, why);
         rc = D365_LOOKUP_RETRY;
         goto out;
     }
     from_response(c, &op, &r, "GET");
     if (c->gov) d365_governor_release(c->gov, r.status, r.retry_after);
     if (op.outcome != D365_DONE) {
-        seterr(err, errlen, "lookup %s: HTTP %d %s %s", set, op.status, op.code, op.message);
+        util_seterr(err, errlen, "lookup %s: HTTP %d %s %s", set, op.status, op.code, op.message);
         rc = op.outcome == D365_RETRY ? D365_LOOKUP_RETRY : D365_LOOKUP_FAILED;
         goto out;
     }
     cJSON *j = c->body.len ? cJSON_ParseWithLength(c->body.p, c->body.len) : NULL;
     cJSON *arr = j ? cJSON_GetObjectItemCaseSensitive(j, "value") : NULL;
     if (!cJSON_IsArray(arr)) {
-        seterr(err, errlen, "lookup %s: response without a \"value\" array", set);
+        util_seterr(err, errlen, "lookup %s: response without a \"value\" array", set);
         cJSON_Delete(j);
         rc = D365_LOOKUP_RETRY;
         goto out;
@@ -768,7 +761,7 @@ enum d365_lookup d365_lookup_id(struct d365_client *c, const char *set, const ch
     cJSON *row = cJSON_GetArrayItem(arr, 0);
     if (!row) {
         cache_put(key, NULL, 0);
-        seterr(err, errlen, "no %s with %s = '%s'", set, column, value);
+        util_seterr(err, errlen, "no %s with %s = '%s'", set, column, value);
         rc = D365_LOOKUP_NOT_FOUND;
         cJSON_Delete(j);
         goto out;
@@ -787,7 +780,7 @@ enum d365_lookup d365_lookup_id(struct d365_client *c, const char *set, const ch
         }
     }
     if (!idv) {
-        seterr(err, errlen, "lookup %s: row without a primary id (%s)", set, pk);
+        util_seterr(err, errlen, "lookup %s: row without a primary id (%s)", set, pk);
         rc = D365_LOOKUP_FAILED;
         cJSON_Delete(j);
         goto out;
@@ -798,7 +791,7 @@ enum d365_lookup d365_lookup_id(struct d365_client *c, const char *set, const ch
     rc = D365_LOOKUP_FOUND;
     goto out;
 oom:
-    seterr(err, errlen, "out of memory");
+    util_seterr(err, errlen, "out of memory");
     rc = D365_LOOKUP_RETRY;
 out:
     free(filter);

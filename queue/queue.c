@@ -89,6 +89,8 @@
  */
 #include "queue/queue.h"
 
+#include "common/util.h"
+
 #include <errno.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -133,18 +135,6 @@
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                             */
 
-static void seterr(char *err, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t len, const char *fmt, ...)
-{
-    if (!err || len == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, len, fmt, ap);
-    va_end(ap);
-}
 
 static void put_be64(unsigned char *p, uint64_t v)
 {
@@ -692,15 +682,15 @@ static int tx_status(struct tx *t, char *err, size_t len)
         /* The backstop behind the quota: refuse like the quota does (503). */
         MDB_envinfo ei;
         uint64_t map = mdb_env_info(t->q->env, &ei) == 0 ? ei.me_mapsize : 0;
-        seterr(err, len, "queue over quota: LMDB map full (%llu MiB) in %s",
+        util_seterr(err, len, "queue over quota: LMDB map full (%llu MiB) in %s",
                (unsigned long long)mib_up(map), t->what);
         return QUEUE_ERR_QUOTA;
     }
     if (t->rc == MDB_CORRUPTED)
-        seterr(err, len, "queue store inconsistent (%s): %s", t->what,
+        util_seterr(err, len, "queue store inconsistent (%s): %s", t->what,
                mdb_strerror(t->rc));
     else
-        seterr(err, len, "queue storage error in %s: %s", t->what,
+        util_seterr(err, len, "queue storage error in %s: %s", t->what,
                mdb_strerror(t->rc));
     return QUEUE_ERR_STORAGE;
 }
@@ -977,11 +967,11 @@ static int check_str(const char *s, const char *name, size_t i, bool key,
         return 0;
     size_t n = strlen(s);
     if (n > STR_MAX) {
-        seterr(err, len, "item %zu: %s longer than %d bytes", i, name, STR_MAX);
+        util_seterr(err, len, "item %zu: %s longer than %d bytes", i, name, STR_MAX);
         return -1;
     }
     if (key && memchr(s, KEY_SEP, n)) {
-        seterr(err, len, "item %zu: %s contains byte 0x1f", i, name);
+        util_seterr(err, len, "item %zu: %s contains byte 0x1f", i, name);
         return -1;
     }
     return 0;
@@ -991,13 +981,13 @@ static int check_batch(struct queue *q, const struct queue_batch *b, char *err,
                        size_t len)
 {
     if (b->nitems == 0 || !b->items) {
-        seterr(err, len, "empty batch");
+        util_seterr(err, len, "empty batch");
         return -1;
     }
     for (size_t i = 0; i < b->nitems; i++) {
         const struct queue_item *it = &b->items[i];
         if (!it->docnum || !it->docnum[0]) {
-            seterr(err, len, "item %zu: empty DOCNUM", i);
+            util_seterr(err, len, "item %zu: empty DOCNUM", i);
             return -1;
         }
         if (check_str(it->mandt, "MANDT", i, true, err, len) ||
@@ -1013,20 +1003,20 @@ static int check_batch(struct queue *q, const struct queue_batch *b, char *err,
         size_t klen = (it->mandt ? strlen(it->mandt) : 0) +
                       (it->sndprn ? strlen(it->sndprn) : 0) + strlen(it->docnum) + 2;
         if (klen > q->maxkey) {
-            seterr(err, len, "item %zu: MANDT+SNDPRN+DOCNUM longer than %zu bytes",
+            util_seterr(err, len, "item %zu: MANDT+SNDPRN+DOCNUM longer than %zu bytes",
                    i, q->maxkey);
             return -1;
         }
         if (!it->xml && it->xml_len) {
-            seterr(err, len, "item %zu: no XML", i);
+            util_seterr(err, len, "item %zu: no XML", i);
             return -1;
         }
         if (it->xml_len >= 0xffffffffu) {
-            seterr(err, len, "item %zu: XML of 4 GiB or more", i);
+            util_seterr(err, len, "item %zu: XML of 4 GiB or more", i);
             return -1;
         }
         if (it->state != QUEUE_PENDING && it->state != QUEUE_IGNORED) {
-            seterr(err, len, "item %zu: initial state must be pending or ignored", i);
+            util_seterr(err, len, "item %zu: initial state must be pending or ignored", i);
             return -1;
         }
     }
@@ -1042,11 +1032,11 @@ int queue_submit(struct queue *q, struct queue_batch *b)
     b->err[0] = '\0';
     b->next_ = NULL;
     if (q->readonly) {
-        seterr(b->err, sizeof b->err, "queue is open readonly");
+        util_seterr(b->err, sizeof b->err, "queue is open readonly");
         return QUEUE_ERR_INVALID;
     }
     if (!b->done) {
-        seterr(b->err, sizeof b->err, "batch without done callback");
+        util_seterr(b->err, sizeof b->err, "batch without done callback");
         return QUEUE_ERR_INVALID;
     }
     /* Validate here, on the caller's thread: the committer must only meet
@@ -1057,7 +1047,7 @@ int queue_submit(struct queue *q, struct queue_batch *b)
     pthread_mutex_lock(&q->mu);
     if (q->closing) {
         pthread_mutex_unlock(&q->mu);
-        seterr(b->err, sizeof b->err, "queue is shutting down");
+        util_seterr(b->err, sizeof b->err, "queue is shutting down");
         return QUEUE_ERR_CLOSED;
     }
     if (q->tail)
@@ -1108,7 +1098,7 @@ int queue_append(struct queue *q, struct queue_item *items, size_t n,
     pthread_cond_destroy(&w.cv);
     pthread_mutex_destroy(&w.mu);
     if (rc != QUEUE_OK)
-        seterr(err, errlen, "%s", b.err);
+        util_seterr(err, errlen, "%s", b.err);
     else if (ndup)
         *ndup = b.ndup;
     return rc;
@@ -1182,7 +1172,7 @@ static int init_store(struct queue *q, char *err, size_t len)
     if (rc == MDB_NOTFOUND) {
         MDB_stat st;
         if (ro || (mdb_stat(t.txn, q->main_dbi, &st) == 0 && st.ms_entries > 0)) {
-            seterr(err, len, "%s is not an ml-connector queue (no info database)",
+            util_seterr(err, len, "%s is not an ml-connector queue (no info database)",
                    q->path);
             tx_abort(&t);
             return QUEUE_ERR_STORAGE;
@@ -1199,20 +1189,20 @@ static int init_store(struct queue *q, char *err, size_t len)
         if (!tx_get(&t, q->info, "mdb_get(info/format)", &k, &v)) {
             if (t.rc)
                 goto lmdb_error;
-            seterr(err, len, "%s: queue format version missing", q->path);
+            util_seterr(err, len, "%s: queue format version missing", q->path);
             tx_abort(&t);
             return QUEUE_ERR_STORAGE;
         }
         uint32_t ver = v.mv_size == 4 ? get_be32(v.mv_data) : 0;
         if (ver > QUEUE_FORMAT_VERSION) {
-            seterr(err, len, "queue format %u is newer than this binary (%u): upgrade ml-connector",
+            util_seterr(err, len, "queue format %u is newer than this binary (%u): upgrade ml-connector",
                    ver, QUEUE_FORMAT_VERSION);
             tx_abort(&t);
             return QUEUE_ERR_VERSION;
         }
         if (ver < QUEUE_FORMAT_VERSION) {
             /* Migrations from older formats go here (none exist yet). */
-            seterr(err, len, "%s: unknown queue format %u", q->path, ver);
+            util_seterr(err, len, "%s: unknown queue format %u", q->path, ver);
             tx_abort(&t);
             return QUEUE_ERR_STORAGE;
         }
@@ -1221,7 +1211,7 @@ static int init_store(struct queue *q, char *err, size_t len)
     for (size_t i = 0; i < 4; i++) {
         rc = mdb_dbi_open(t.txn, dbi_names[i], ro ? 0 : MDB_CREATE, handles[i]);
         if (rc == MDB_NOTFOUND) {
-            seterr(err, len, "%s: queue incomplete (no %s database)", q->path,
+            util_seterr(err, len, "%s: queue incomplete (no %s database)", q->path,
                    dbi_names[i]);
             tx_abort(&t);
             return QUEUE_ERR_STORAGE;
@@ -1300,17 +1290,17 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
         return QUEUE_ERR_INVALID;
     *out = NULL;
     if (!opts || !opts->path || !opts->path[0]) {
-        seterr(err, errlen, "queue: no path");
+        util_seterr(err, errlen, "queue: no path");
         return QUEUE_ERR_INVALID;
     }
     if (!opts->readonly && opts->max_size_bytes == 0) {
-        seterr(err, errlen, "queue: max_size_bytes must be > 0");
+        util_seterr(err, errlen, "queue: max_size_bytes must be > 0");
         return QUEUE_ERR_INVALID;
     }
     struct queue *q = calloc(1, sizeof *q);
     if (!q || !(q->path = strdup(opts->path))) {
         free(q);
-        seterr(err, errlen, "queue: out of memory");
+        util_seterr(err, errlen, "queue: out of memory");
         return QUEUE_ERR_STORAGE;
     }
     int status = QUEUE_ERR_STORAGE;
@@ -1327,18 +1317,18 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
         struct stat st;
         snprintf(f, sizeof f, "%s/data.mdb", opts->path);
         if (stat(f, &st) != 0) {
-            seterr(err, errlen, "no queue at %s (%s: %s)", opts->path, f, strerror(errno));
+            util_seterr(err, errlen, "no queue at %s (%s: %s)", opts->path, f, strerror(errno));
             goto fail;
         }
     } else if ((rc = mkdir_p(opts->path, 0700)) != 0) {
-        seterr(err, errlen, "cannot create queue directory %s: %s", opts->path,
+        util_seterr(err, errlen, "cannot create queue directory %s: %s", opts->path,
                strerror(rc));
         goto fail;
     }
 
     if ((rc = mdb_env_create(&q->env)) != 0) {
         q->env = NULL;
-        seterr(err, errlen, "mdb_env_create: %s", mdb_strerror(rc));
+        util_seterr(err, errlen, "mdb_env_create: %s", mdb_strerror(rc));
         goto fail;
     }
     uint64_t map = opts->map_size_bytes;
@@ -1362,7 +1352,7 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
     if (!rc)
         rc = mdb_env_set_maxreaders(q->env, 256);
     if (rc) {
-        seterr(err, errlen, "queue setup: %s", mdb_strerror(rc));
+        util_seterr(err, errlen, "queue setup: %s", mdb_strerror(rc));
         goto fail;
     }
     /* MDB_NOTLS: read txns from any thread (HTTP, delivery, admin). No
@@ -1370,7 +1360,7 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
     unsigned flags = MDB_NOTLS | (q->readonly ? MDB_RDONLY : 0);
     rc = mdb_env_open(q->env, opts->path, flags, 0600);
     if (rc) {
-        seterr(err, errlen, "cannot open queue %s: %s", opts->path, mdb_strerror(rc));
+        util_seterr(err, errlen, "cannot open queue %s: %s", opts->path, mdb_strerror(rc));
         goto fail;
     }
     /* Free reader slots of processes that died inside a read txn (they would
@@ -1378,12 +1368,12 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
     int dead = 0;
     rc = mdb_reader_check(q->env, &dead);
     if (rc && !q->readonly) {
-        seterr(err, errlen, "mdb_reader_check: %s", mdb_strerror(rc));
+        util_seterr(err, errlen, "mdb_reader_check: %s", mdb_strerror(rc));
         goto fail;
     }
     MDB_stat est;
     if ((rc = mdb_env_stat(q->env, &est)) != 0) {
-        seterr(err, errlen, "mdb_env_stat: %s", mdb_strerror(rc));
+        util_seterr(err, errlen, "mdb_env_stat: %s", mdb_strerror(rc));
         goto fail;
     }
     q->psize = est.ms_psize;
@@ -1406,7 +1396,7 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
 
     if (!q->readonly) {
         if ((rc = pthread_create(&q->committer, NULL, committer_main, q)) != 0) {
-            seterr(err, errlen, "queue: cannot start committer: %s", strerror(rc));
+            util_seterr(err, errlen, "queue: cannot start committer: %s", strerror(rc));
             goto fail;
         }
         q->started = 1;
@@ -1568,7 +1558,7 @@ int queue_list(struct queue *q, int state, uint64_t after_seq, size_t limit,
         /* Copy out of the map: the callback sees NUL-terminated strings. */
         char *p = buf_need(&sb, rec_strbytes(&r));
         if (!p) {
-            seterr(err, errlen, "queue_list: out of memory");
+            util_seterr(err, errlen, "queue_list: out of memory");
             status = QUEUE_ERR_STORAGE;
             break;
         }
@@ -1604,7 +1594,7 @@ int queue_get(struct queue *q, uint64_t seq, int with_xml, struct queue_record *
     int status = load_rec(&t, seq, &r, false);
     if (status == QUEUE_ERR_NOTFOUND && !t.rc) {
         tx_abort(&t);
-        seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
+        util_seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
         return QUEUE_ERR_NOTFOUND;
     }
     MDB_val xv = { 0, NULL };
@@ -1627,7 +1617,7 @@ int queue_get(struct queue *q, uint64_t seq, int with_xml, struct queue_record *
     struct queue_record *rec = malloc(sz);
     if (!rec) {
         tx_abort(&t);
-        seterr(err, errlen, "queue_get: out of memory");
+        util_seterr(err, errlen, "queue_get: out of memory");
         return QUEUE_ERR_STORAGE;
     }
     char *p = (char *)(rec + 1);
@@ -1673,7 +1663,7 @@ int queue_find(struct queue *q, const char *mandt, const char *sndprn,
     if (t.rc)
         return tx_status(&t, err, errlen);
     if (!found) {
-        seterr(err, errlen, "no record for %s/%s/%s", mandt ? mandt : "",
+        util_seterr(err, errlen, "no record for %s/%s/%s", mandt ? mandt : "",
                sndprn ? sndprn : "", docnum);
         return QUEUE_ERR_NOTFOUND;
     }
@@ -1765,7 +1755,7 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
     if (changed)
         *changed = 0;
     if (q->readonly) {
-        seterr(err, errlen, "queue is open readonly");
+        util_seterr(err, errlen, "queue is open readonly");
         return QUEUE_ERR_INVALID;
     }
     if (n == 0)
@@ -1785,7 +1775,7 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
                 /* Unknown seq: the whole call fails, nothing is applied. */
                 tx_abort(&t);
                 free(sb.p);
-                seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
+                util_seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
                 return QUEUE_ERR_NOTFOUND;
             }
             break;
@@ -1810,7 +1800,7 @@ int queue_set_state(struct queue *q, const uint64_t *seqs, size_t n, int from_st
                     int to_state, size_t *changed, char *err, size_t errlen)
 {
     if (!q || (n && !seqs) || !state_ok(to_state) || from_state >= QUEUE_NSTATES) {
-        seterr(err, errlen, "queue_set_state: bad argument");
+        util_seterr(err, errlen, "queue_set_state: bad argument");
         return QUEUE_ERR_INVALID;
     }
     return change_many(q, seqs, NULL, n, from_state, to_state, changed, err, errlen);
@@ -1823,12 +1813,12 @@ int queue_update(struct queue *q, const struct queue_change *c, size_t n,
                  size_t *changed, char *err, size_t errlen)
 {
     if (!q || (n && !c)) {
-        seterr(err, errlen, "queue_update: bad argument");
+        util_seterr(err, errlen, "queue_update: bad argument");
         return QUEUE_ERR_INVALID;
     }
     for (size_t i = 0; i < n; i++) {
         if (!state_ok(c[i].to_state) || c[i].from_state >= QUEUE_NSTATES) {
-            seterr(err, errlen, "queue_update: bad state in change %zu", i);
+            util_seterr(err, errlen, "queue_update: bad state in change %zu", i);
             return QUEUE_ERR_INVALID;
         }
         /* Everything the bookkeeping could refuse is refused here, before
@@ -1837,19 +1827,19 @@ int queue_update(struct queue *q, const struct queue_change *c, size_t n,
         size_t len;
         while (s && (len = next_token(&s, &tok)) > 0) {
             if (len > q->maxkey) {
-                seterr(err, errlen, "queue_update: change %zu: business key longer than %zu bytes",
+                util_seterr(err, errlen, "queue_update: change %zu: business key longer than %zu bytes",
                        i, q->maxkey);
                 return QUEUE_ERR_INVALID;
             }
         }
         if (c[i].nlinks && !c[i].links) {
-            seterr(err, errlen, "queue_update: change %zu: nlinks without links", i);
+            util_seterr(err, errlen, "queue_update: change %zu: nlinks without links", i);
             return QUEUE_ERR_INVALID;
         }
         for (size_t k = 0; k < c[i].nlinks; k++) {
             char why[128];
             if (check_link(q, c[i].links[k].key, c[i].links[k].value, why, sizeof why)) {
-                seterr(err, errlen, "queue_update: change %zu link %zu: %s", i, k, why);
+                util_seterr(err, errlen, "queue_update: change %zu link %zu: %s", i, k, why);
                 return QUEUE_ERR_INVALID;
             }
         }
@@ -1863,14 +1853,14 @@ int queue_move_all(struct queue *q, int from_state, int to_state, size_t *change
     if (changed)
         *changed = 0;
     if (!q || !state_ok(from_state) || !state_ok(to_state)) {
-        seterr(err, errlen, "queue_move_all: bad argument");
+        util_seterr(err, errlen, "queue_move_all: bad argument");
         return QUEUE_ERR_INVALID;
     }
     if (from_state == to_state)
         return QUEUE_OK;
     uint64_t *seqs = malloc(MOVE_CHUNK * sizeof *seqs);
     if (!seqs) {
-        seterr(err, errlen, "queue_move_all: out of memory");
+        util_seterr(err, errlen, "queue_move_all: out of memory");
         return QUEUE_ERR_STORAGE;
     }
     size_t total = 0;
@@ -1914,7 +1904,7 @@ int queue_move_all(struct queue *q, int from_state, int to_state, size_t *change
         status = change_many(q, seqs, NULL, n, from_state, to_state, &moved, err, errlen);
         if (status == QUEUE_ERR_NOTFOUND) {
             /* bystate named it, so the record must exist (invariant I3). */
-            seterr(err, errlen, "queue store inconsistent: bystate lists a missing record");
+            util_seterr(err, errlen, "queue store inconsistent: bystate lists a missing record");
             status = QUEUE_ERR_STORAGE;
         }
         total += moved;
@@ -2058,7 +2048,7 @@ static int fail_status(struct tx *t, int status, char *err, size_t errlen)
 static int check_writable(const struct queue *q, const char *fn, char *err, size_t errlen)
 {
     if (q->readonly) {
-        seterr(err, errlen, "%s: queue is open readonly", fn);
+        util_seterr(err, errlen, "%s: queue is open readonly", fn);
         return QUEUE_ERR_INVALID;
     }
     return QUEUE_OK;
@@ -2135,12 +2125,12 @@ int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *
                        char *err, size_t errlen)
 {
     if (!q || !key || !key[0] || !out) {
-        seterr(err, errlen, "queue_keystate_get: bad argument");
+        util_seterr(err, errlen, "queue_keystate_get: bad argument");
         return QUEUE_ERR_INVALID;
     }
     size_t klen = strlen(key);
     if (klen > q->maxkey || q->keystate == NO_DBI) {
-        seterr(err, errlen, "no keystate for %.200s", key);
+        util_seterr(err, errlen, "no keystate for %.200s", key);
         return QUEUE_ERR_NOTFOUND;
     }
     struct tx t;
@@ -2157,7 +2147,7 @@ int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *
     if (t.rc)
         return fail_status(&t, status, err, errlen);
     if (!found) {
-        seterr(err, errlen, "no keystate for %.200s", key);
+        util_seterr(err, errlen, "no keystate for %.200s", key);
         return QUEUE_ERR_NOTFOUND;
     }
     return QUEUE_OK;
@@ -2167,19 +2157,19 @@ static int check_link(const struct queue *q, const char *key, const char *value,
                       char *err, size_t errlen)
 {
     if (!key || !key[0]) {
-        seterr(err, errlen, "empty link key");
+        util_seterr(err, errlen, "empty link key");
         return -1;
     }
     if (strlen(key) > q->maxkey) {
-        seterr(err, errlen, "link key longer than %zu bytes", q->maxkey);
+        util_seterr(err, errlen, "link key longer than %zu bytes", q->maxkey);
         return -1;
     }
     if (!value) {
-        seterr(err, errlen, "link %.200s: no value", key);
+        util_seterr(err, errlen, "link %.200s: no value", key);
         return -1;
     }
     if (strnlen(value, LINK_MAX + 1) > LINK_MAX) {
-        seterr(err, errlen, "link %.200s: value longer than %d bytes", key, LINK_MAX);
+        util_seterr(err, errlen, "link %.200s: value longer than %d bytes", key, LINK_MAX);
         return -1;
     }
     return 0;
@@ -2189,12 +2179,12 @@ int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
                    char *err, size_t errlen)
 {
     if (!q || !key || !key[0] || !val || vallen == 0) {
-        seterr(err, errlen, "queue_link_get: bad argument");
+        util_seterr(err, errlen, "queue_link_get: bad argument");
         return QUEUE_ERR_INVALID;
     }
     size_t klen = strlen(key);
     if (klen > q->maxkey || q->links == NO_DBI) {
-        seterr(err, errlen, "no link for %.200s", key);
+        util_seterr(err, errlen, "no link for %.200s", key);
         return QUEUE_ERR_NOTFOUND;
     }
     struct tx t;
@@ -2204,7 +2194,7 @@ int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
     int found = tx_get(&t, q->links, "mdb_get(links)", &k, &v), status = QUEUE_OK;
     if (found) {
         if (v.mv_size >= vallen) {
-            seterr(err, errlen, "link %.200s: value of %zu bytes does not fit the buffer",
+            util_seterr(err, errlen, "link %.200s: value of %zu bytes does not fit the buffer",
                    key, v.mv_size);
             status = QUEUE_ERR_INVALID;
         } else {
@@ -2217,7 +2207,7 @@ int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
     if (t.rc)
         return tx_status(&t, err, errlen);
     if (!found) {
-        seterr(err, errlen, "no link for %.200s", key);
+        util_seterr(err, errlen, "no link for %.200s", key);
         return QUEUE_ERR_NOTFOUND;
     }
     return status;
@@ -2227,12 +2217,12 @@ int queue_link_put(struct queue *q, const char *key, const char *value,
                    char *err, size_t errlen)
 {
     if (!q) {
-        seterr(err, errlen, "queue_link_put: bad argument");
+        util_seterr(err, errlen, "queue_link_put: bad argument");
         return QUEUE_ERR_INVALID;
     }
     char why[256];
     if (check_link(q, key, value, why, sizeof why)) {
-        seterr(err, errlen, "queue_link_put: %s", why);
+        util_seterr(err, errlen, "queue_link_put: %s", why);
         return QUEUE_ERR_INVALID;
     }
     if (check_writable(q, "queue_link_put", err, errlen))
@@ -2313,7 +2303,7 @@ int queue_audit_append(struct queue *q, struct queue_audit *a, size_t n, char *e
                        size_t errlen)
 {
     if (!q || (n && !a)) {
-        seterr(err, errlen, "queue_audit_append: bad argument");
+        util_seterr(err, errlen, "queue_audit_append: bad argument");
         return QUEUE_ERR_INVALID;
     }
     if (check_writable(q, "queue_audit_append", err, errlen))
@@ -2344,7 +2334,7 @@ int queue_audit_append(struct queue *q, struct queue_audit *a, size_t n, char *e
     }
     if (!t.rc && used + est > q->quota) {
         tx_abort(&t);
-        seterr(err, errlen, "queue over quota: %llu MiB used of %llu MiB, audit not written",
+        util_seterr(err, errlen, "queue over quota: %llu MiB used of %llu MiB, audit not written",
                (unsigned long long)mib_up(used), (unsigned long long)(q->quota / MIB));
         return QUEUE_ERR_QUOTA;
     }
@@ -2383,7 +2373,7 @@ int queue_audit_list(struct queue *q, uint64_t seq, uint64_t before_id, size_t l
                      char *err, size_t errlen)
 {
     if (!q || !cb) {
-        seterr(err, errlen, "queue_audit_list: bad argument");
+        util_seterr(err, errlen, "queue_audit_list: bad argument");
         return QUEUE_ERR_INVALID;
     }
     if (q->audit == NO_DBI || q->auditbyseq == NO_DBI || before_id == 1)
@@ -2500,7 +2490,7 @@ static int run_decode(const MDB_val *v, uint64_t id, struct queue_run *r, struct
 int queue_run_put(struct queue *q, struct queue_run *r, char *err, size_t errlen)
 {
     if (!q || !r) {
-        seterr(err, errlen, "queue_run_put: bad argument");
+        util_seterr(err, errlen, "queue_run_put: bad argument");
         return QUEUE_ERR_INVALID;
     }
     if (check_writable(q, "queue_run_put", err, errlen))
@@ -2522,7 +2512,7 @@ int queue_run_put(struct queue *q, struct queue_run *r, char *err, size_t errlen
         MDB_val k = { 8, kb }, v;
         if (!tx_get(&t, q->runs, "mdb_get(runs)", &k, &v) && !t.rc) {
             tx_abort(&t);
-            seterr(err, errlen, "no run with id %llu", (unsigned long long)id);
+            util_seterr(err, errlen, "no run with id %llu", (unsigned long long)id);
             return QUEUE_ERR_NOTFOUND;
         }
     }
@@ -2554,7 +2544,7 @@ int queue_runs_list(struct queue *q, size_t limit,
                     char *err, size_t errlen)
 {
     if (!q || !cb) {
-        seterr(err, errlen, "queue_runs_list: bad argument");
+        util_seterr(err, errlen, "queue_runs_list: bad argument");
         return QUEUE_ERR_INVALID;
     }
     if (q->runs == NO_DBI)
@@ -2856,14 +2846,14 @@ int queue_prune(struct queue *q, int64_t cutoff_ms, int64_t audit_cutoff_ms,
     if (audit)
         *audit = 0;
     if (!q) {
-        seterr(err, errlen, "queue_prune: bad argument");
+        util_seterr(err, errlen, "queue_prune: bad argument");
         return QUEUE_ERR_INVALID;
     }
     if (check_writable(q, "queue_prune", err, errlen))
         return QUEUE_ERR_INVALID;
     uint64_t *ids = malloc(PRUNE_CHUNK * sizeof *ids);
     if (!ids) {
-        seterr(err, errlen, "queue_prune: out of memory");
+        util_seterr(err, errlen, "queue_prune: out of memory");
         return QUEUE_ERR_STORAGE;
     }
     size_t nrec = 0, naud = 0;

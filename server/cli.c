@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "config/config.h"
 #include "idoc/idoc.h"
 #include "idoc/idoc_json.h"
@@ -44,27 +45,6 @@ int cli_check_config(int argc, char **argv)
 
 /* ---- parse ---- */
 
-static int read_whole(const char *path, char **out, size_t *outlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    size_t cap = 65536, len = 0, n;
-    char *buf = malloc(cap);
-    while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += n;
-        if (len == cap) {
-            char *b2 = realloc(buf, cap *= 2);
-            if (!b2) { free(buf); buf = NULL; }
-            buf = b2;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) { free(buf); errno = bad ? EIO : ENOMEM; return -1; }
-    *out = buf;
-    *outlen = len;
-    return 0;
-}
 
 static int parse_cb(const struct idoc *doc, void *ud, char *err, size_t errlen)
 {
@@ -89,7 +69,7 @@ int cli_parse(int argc, char **argv)
     for (int i = 1; i < argc && rc == 0; i++) {
         char *buf;
         size_t len;
-        if (read_whole(argv[i], &buf, &len) != 0) {
+        if (util_read_file(argv[i], 0, &buf, &len) != 0) {
             fprintf(stderr, "parse: %s: %s\n", argv[i], strerror(errno));
             rc = 1;
             break;

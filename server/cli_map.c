@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "config/config.h"
 #include "config/mapping.h"
 #include "idoc/idoc.h"
@@ -57,34 +58,6 @@ static int map_cb(const struct idoc *doc, void *ud, char *err, size_t errlen)
     return 0;
 }
 
-static int read_all(const char *path, char **out, size_t *outlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    size_t cap = 65536, len = 0, n;
-    char *buf = malloc(cap);
-    while (buf && (n = fread(buf + len, 1, cap - len, f)) > 0) {
-        len += n;
-        if (len == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) {
-                free(buf);
-                errno = ENOMEM;
-            }
-            buf = nb;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) {
-        free(buf);
-        if (bad) errno = EIO;
-        return -1;
-    }
-    *out = buf;
-    *outlen = len;
-    return 0;
-}
 
 static void usage(void)
 {
@@ -169,7 +142,7 @@ int cli_map(int argc, char **argv)
     for (int i = 0; i < nfiles && rc == 0; i++) {
         char *buf;
         size_t len;
-        if (read_all(files[i], &buf, &len) != 0) {
+        if (util_read_file(files[i], 0, &buf, &len) != 0) {
             fprintf(stderr, "map: %s: %s\n", files[i], strerror(errno));
             rc = 2;
             break;

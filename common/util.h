@@ -1,0 +1,21 @@
+/*
+ * util — the few helpers every layer needs: the caller-supplied error
+ * buffer, and reading a whole file.
+ *
+ * Threads: any thread.
+ */
+#ifndef MLC_UTIL_H
+#define MLC_UTIL_H
+
+#include <stddef.h>
+
+/* Format one line into err (errlen bytes, always NUL-terminated); a NULL
+ * err or errlen 0 is allowed and ignored. */
+void util_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Read the whole file into a new NUL-terminated buffer (*out, caller frees;
+ * *len without the NUL, len may be NULL). max > 0 refuses larger files
+ * (errno EFBIG). Returns 0, or -1 with errno set. */
+int util_read_file(const char *path, size_t max, char **out, size_t *len);
+
+#endif
