@@ -74,8 +74,15 @@ declare -A R
 for lat in 0 50; do
   fake_up "ceil$lat" --latency-ms "$lat"
   tok=$(token "$dv")
-  out=$("$ceil" "$dv" "$tok" "$N" "$CONC" "$BATCH")
-  R[b,$lat]=$(echo "$out" | awk '{print $6}')
+  # The bare loop finishes in well under a second: best of 3 runs.
+  best=0 out=
+  for _ in 1 2 3; do
+    curl -s -X POST "$dv/_fake/reset" >/dev/null
+    o=$("$ceil" "$dv" "$tok" "$N" "$CONC" "$BATCH")
+    r=$(echo "$o" | awk '{print $6}')
+    [ "$r" -gt "$best" ] && { best=$r; out=$o; }
+  done
+  R[b,$lat]=$best
   echo "   (b) bare libcurl multi, $CONC in flight, \$batch of $BATCH, latency $lat ms: $out"
   fake_up "gw$lat" --latency-ms "$lat"
   gateway "$dv" "gw$lat" "\"workers\": $CONC, \"max_concurrency\": $CONC, \"batch_size\": $BATCH"
@@ -87,17 +94,21 @@ for lat in 0 50; do
   kill "$GWPID"; wait "$GWPID" 2>/dev/null
 done
 
-# Service protection: a budget of 500 requests per 10 s window (50/s), one
-# record per request so that the budget, not the records, is the limit.
-BUDGET=500 WINDOW=10 BN=${DELIVERY_BUDGET_N:-1500}
+# Service protection: a budget of 250 requests per sliding 5 s window
+# (50/s), one record per request, more records than the budget lets through.
+# Admitted requests are counted at 19.5 s after the run starts: a client that
+# used every slot gets 4 windows x 250 = 1000 in that time.
+BUDGET=250 WINDOW=5 BN=${DELIVERY_BUDGET_N:-1500} MEASURE=19.5
 fake_up budget --budget "$BUDGET" --window "$WINDOW"
 gateway "$dv" budget "\"workers\": $CONC, \"max_concurrency\": $CONC, \"batch_size\": 1"
 fill budget "$BN"
-read -r rate secs n < <(drain budget)
+curl -s -o /dev/null -X POST -H "Authorization: Bearer $MLC_ADMIN_TOKEN" "$GW/admin/sync"
+sleep "$MEASURE"
 ok_req=$(counters "$dv" "c['requests'] - c['throttled_429']")
 viol=$(counters "$dv" "c['violations']")
 thr=$(counters "$dv" "c['throttled_429']")
-frac=$(awk -v r="$ok_req" -v s="$secs" -v b="$BUDGET" -v w="$WINDOW" 'BEGIN { printf "%.2f", (r / s) / (b / w) }')
+frac=$(awk -v r="$ok_req" -v b="$BUDGET" 'BEGIN { printf "%.2f", r / (4 * b) }')
+secs=$MEASURE n=$ok_req
 kill "$GWPID"; wait "$GWPID" 2>/dev/null
 
 echo
@@ -108,6 +119,6 @@ for lat in 0 50; do
   [ "$lat" = 0 ] && t=$(awk -v x="$ab" 'BEGIN { print (x >= 0.8) ? "  target >= 0.8: met" : "  target >= 0.8: NOT MET" }')
   printf '   latency %2s ms: (a) %6s records/s   (b) %6s records/s   (a)/(b) %s%s\n' "$lat" "${R[a,$lat]}" "${R[b,$lat]}" "$ab" "$t"
 done
-printf '   budget %d requests / %d s: %d records in %s s, %d requests admitted, %s of the budget used (target >= 0.95: %s), %d 429s, violations %d (must be 0: %s)\n' \
-  "$BUDGET" "$WINDOW" "$n" "$secs" "$ok_req" "$frac" "$(awk -v x="$frac" 'BEGIN { print (x >= 0.95) ? "met" : "NOT MET" }')" \
+printf '   budget %d requests / %d s (sliding): %d requests admitted in %s s of a possible %d: %s of the budget used (target >= 0.95: %s), %d 429s, violations %d (must be 0: %s)\n' \
+  "$BUDGET" "$WINDOW" "$ok_req" "$secs" "$((4 * BUDGET))" "$frac" "$(awk -v x="$frac" 'BEGIN { print (x >= 0.95) ? "met" : "NOT MET" }')" \
   "$thr" "$viol" "$([ "$viol" = 0 ] && echo met || echo NOT MET)"
