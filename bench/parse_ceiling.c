@@ -9,7 +9,7 @@
  *   libxml2-dom   xmlReadMemory(NONET|NOERROR|NOWARNING) + xmlFreeDoc: the
  *                 ceiling the issue asks for (c);
  *   idoc_parse    the project's parser on the whole buffer (push parser,
- *                 model built, IDoc re-serialised), callback does nothing;
+ *                 model built by SAX handlers, raw IDoc bytes kept), callback does nothing;
  *   idoc_feed16k  the same fed in 16 KiB pieces, as the HTTP body arrives;
  *   sax_push, sax_push_reuse  yardsticks for a SAX-only design (see below).
  * Each engine runs SECONDS (default 2) after a short warm-up, in trials of

@@ -202,7 +202,7 @@ print_parse() {
     IDOC_DPS[$s]=${PARSE_ALL[$s,idoc_parse,best]%% *}
   done
   echo "   libxml2-dom: xmlReadMemory(NONET|NOERROR|NOWARNING) + xmlFreeDoc = the ceiling (c)."
-  echo "   idoc_parse: the project's parser (push parser, a DOM per IDoc, model, re-serialised XML);"
+  echo "   idoc_parse: the project's parser (SAX push parser building the model directly, raw IDoc bytes kept, contexts reused);"
   echo "   idoc_feed16k: the same fed in 16 KiB pieces as the HTTP body arrives."
   echo "   sax_push(_reuse): libxml2 push parser with SAX callbacks that build nothing (new / reset"
   echo "   context per document): the floor of a SAX-only parser design, for comparison."

@@ -6,35 +6,79 @@
  * Input is untrusted and may be large (a "collect IDocs" packet of thousands
  * of IDocs in one POST), so:
  *
- *  - libxml2 *push* parser (xmlCreatePushParserCtxt + xmlParseChunk): the
- *    HTTP layer hands us body pieces as they arrive; nothing needs the whole
- *    body in memory. feed() slices large pieces into FEED_SLICE bytes so the
- *    parser's input buffer stays small and is shrunk as it is consumed.
+ *  - libxml2 *push* parser (xmlParseChunk): the HTTP layer hands us body
+ *    pieces as they arrive; nothing needs the whole body in memory. feed()
+ *    slices large pieces into FEED_SLICE bytes so the parser's input buffer
+ *    stays small and is shrunk as it is consumed.
  *
- *  - SAX2 *tree-building* handlers (xmlSAXVersion(&sax, 2)) with a few
- *    overrides. Building a small DOM per IDoc lets libxml2 do what it does
- *    well (entity/char-ref resolution, encoding conversion, text coalescing,
- *    faithful re-serialisation with xmlNodeDumpOutput) while our code only
- *    walks a finished subtree. Pure SAX would need a hand-written serialiser;
- *    full DOM would need ~11x the packet in RAM.
+ *  - SAX only, no tree. Our own startElementNs/endElementNs/characters
+ *    handlers build the `struct idoc` model directly, with a stack of open
+ *    elements (p->fr, one frame per depth) and two scratch stacks of finished
+ *    fields and segments (p->fst, p->sst). A finished element pushes itself
+ *    onto the stack of its kind; when its parent closes, the parent's
+ *    children are the top of those stacks (everything above the marks the
+ *    parent's frame took when it opened): they are copied into the per-IDoc
+ *    arena as the parent's arrays and popped. LIFO nesting makes one stack
+ *    enough for all depths. Only the innermost open element receives text,
+ *    so one text buffer (p->text) holds the value of the field being read.
+ *    libxml2 still does what it does well (tokenising, well-formedness,
+ *    entity/char-ref resolution, encoding conversion, line-end
+ *    normalisation); the names in the model are libxml2's dictionary strings.
  *
- *  - endElementNs: when a top-level <IDOC> closes (local name IDOC, not
- *    nested in another IDOC), its subtree is converted into a `struct idoc`
- *    (all memory from a per-parser bump arena), serialised as a standalone
- *    UTF-8 document, handed to the callback, then unlinked and freed and the
- *    arena reset. Elements that close *outside* any IDOC are freed too, and
- *    text, comments, PIs and CDATA outside IDOCs are dropped, so the live tree
- *    is at most: the chain of open ancestors + the IDOC being read.
+ *  - doc->xml without a serialiser, mostly. The fast path (input without an
+ *    encoding converter, i.e. UTF-8 or ASCII-compatible bytes taken as they
+ *    are, and no namespace anywhere in the IDOC): the IDoc *is* the raw bytes
+ *    of its <IDOC ...>...</IDOC> element. feed() keeps the bytes handed to
+ *    libxml2 in p->raw (absolute offset p->raw_off of its first byte); the
+ *    current position in libxml2's input, in the same bytes, is
+ *    input->consumed + (input->cur - input->base) (libxml2 2.9.x: the push
+ *    buffer shrinks by memmove and counts what it dropped in `consumed`). At
+ *    startElementNs the position is at the start tag's closing '>' or "/>",
+ *    so its '<' is the last '<' before it ('<' cannot occur inside a tag); at
+ *    endElementNs it is just past "</IDOC>" (or "/>"). Both are checked
+ *    against the bytes. The slice is copied out with line ends normalised as
+ *    XML does (CR LF and lone CR -> LF), so re-parsing it gives the same
+ *    characters; entity and character references stay as written. Between
+ *    chunks, p->raw drops everything before the open IDOC's '<' (or before
+ *    the current position when no IDOC is open): it holds at most one IDoc
+ *    plus one slice.
+ *    Otherwise (an encoding converter: ISO-8859-1, windows-1252, UTF-16...;
+ *    or namespaces: SOAP), the IDOC is serialised from the SAX events as
+ *    they arrive (p->out, "stream" mode), as libxml2's xmlNodeDumpOutput
+ *    would write it: local names, no namespace declarations, namespaced
+ *    attributes other than xml:* dropped, text escaped (& < > CR), attribute
+ *    values escaped (& < > " CR LF TAB), comments, PIs and CDATA kept,
+ *    empty elements as <X/>. A namespace that first appears deep inside an
+ *    IDOC read in raw mode switches it to stream mode there: the raw bytes
+ *    up to that start tag (namespace-free by construction) are copied, the
+ *    rest is streamed.
+ *
+ *  - endElementNs of a top-level <IDOC> (local name IDOC, not nested in
+ *    another IDOC): the model is finished (control checks, limits), doc->xml
+ *    completed, the callback called, the arena reset. Text, comments, PIs
+ *    and CDATA outside IDOCs are dropped as they arrive, so what is live is:
+ *    the stack of open elements + the model and bytes of one IDoc.
  *
  *    Invariants:
  *      - p->idoc_depth != 0  <=>  we are inside a top-level IDOC whose start
- *        tag was at element depth p->idoc_depth; only then is text kept.
+ *        tag was at element depth p->idoc_depth; only then is anything kept.
  *      - every pointer in the model handed to the callback (names: the
- *        parser's dictionary; values: text-node content or arena copies;
- *        xml: the output buffer) stays valid until the callback returns and
- *        not one call longer.
+ *        parser's dictionary; values, arrays: the arena or the scratch
+ *        stacks; xml: p->out) stays valid until the callback returns and not
+ *        one call longer.
  *      - p->status is sticky: the first error wins, the parser is stopped,
  *        and every later feed()/finish() returns the same status and text.
+ *
+ *  - Parser objects are cheap: idoc_parser_free puts the parser into a small
+ *    pool of its thread (a pthread key; up to POOL_MAX parsers, because an
+ *    HTTP worker thread has many requests, each with its parser, in flight
+ *    at once; freed when the thread exits or by idoc_global_cleanup) and
+ *    idoc_parser_new on that thread takes one from there: the libxml2
+ *    context is reset with xmlCtxtResetPush (its dictionary stays warm),
+ *    the arena and buffers are kept. A parser is not pooled after libxml2
+ *    itself reported an error, nor when its dictionary holds more than
+ *    DICT_MAX names (hostile names cannot grow it without bound across
+ *    requests); buffers that grew large are freed first (KEEP_MAX).
  *
  *  - DOCTYPE is refused, always. An IDoc never needs a DTD, and on libxml2
  *    2.9.14 the entity-expansion guard is a ratio heuristic and several
@@ -44,9 +88,13 @@
  *    xmlStopParser, so no entity declaration is ever parsed (billion laughs
  *    and XXE never get a chance). Belt and braces: options are only
  *    NONET|NOERROR|NOWARNING (never NOENT, DTDLOAD, DTDATTR, DTDVALID,
- *    XINCLUDE, HUGE, NOBLANKS) and idoc_global_init installs a deny-all
- *    external entity loader. libxml2's default limits stay on (10 MB text
- *    node, 10 MB lookahead); nesting is capped at IDOC_MAX_DEPTH.
+ *    XINCLUDE, HUGE, NOBLANKS), there is no entity/reference SAX handler,
+ *    and idoc_global_init installs a deny-all external entity loader.
+ *    libxml2's default limits stay on (10 MB lookahead, 10 MB names and
+ *    attribute values); nesting is capped at IDOC_MAX_DEPTH; and since no
+ *    tree builder enforces libxml2's 10 MB text-node limit any more, we do:
+ *    a run of character data inside an IDOC longer than XML_MAX_TEXT_LENGTH
+ *    is an error, as it was.
  *
  * Data rules
  *  - Segment vs field: an element with a SEGMENT attribute or with element
@@ -57,16 +105,21 @@
  *    neither is non-blank text mixed into a segment (it is ignored, as is a
  *    leaf element directly under IDOC other than EDI_DC40: IDoc-XML has no
  *    IDOC-level fields). The first EDI_DC40 child of IDOC is the control
- *    record (its leaf children are the control fields); a second EDI_DC40, if
- *    any, is kept as an ordinary segment.
+ *    record (its leaf children are the control fields; anything nested
+ *    deeper is ignored); a second EDI_DC40, if any, is kept as an ordinary
+ *    segment.
  *  - Names are local names as written (no namespace prefix): "_-ACME_-Z1EDP01".
  *  - SOAP: an IDOC is found wherever it is, so a SOAP 1.1/1.2 envelope
  *    (soap:Envelope/soap:Body/<ns:ORDERS05 xmlns:ns="urn:sap-com:document:
  *    sap:idoc:soap:messages">/IDOC) just works: the root is the IDOC's parent
  *    (local name, "ORDERS05"), and doc->xml is a plain, namespace-free IDoc-XML
- *    document (element namespaces are dropped from the IDOC subtree,
- *    namespace-qualified attributes other than xml:* are removed). An IDOC
- *    that is itself the document element has no root: IDOC_ERR_NOT_IDOC.
+ *    document (see stream mode above). An IDOC that is itself the document
+ *    element has no root: IDOC_ERR_NOT_IDOC.
+ *  - Limits: max_idocs is checked when an IDOC starts; max_segments first on
+ *    SEGMENT= start tags (early, bounded memory), then by counting the data
+ *    segments as they close; that count is reported when the IDOC closes,
+ *    after the control checks (as the tree-walking parser did), and once it
+ *    is exceeded nothing more of that IDoc is built.
  *  - Encodings: whatever the XML declaration names and iconv knows (UTF-8,
  *    ISO-8859-1, windows-1252, ...), no declaration (UTF-8), a BOM (UTF-8,
  *    UTF-16). A name libxml2/iconv does not know -> IDOC_ERR_ENCODING (415).
@@ -78,7 +131,7 @@
  *    strip or substitute them (as SAP CPI can): silently altering master data
  *    is worse than a 400 that tells the SAP admin where the bad byte is.
  *    Line ends are normalised by XML itself (CR LF -> LF); a CR sent as &#13;
- *    is kept and re-serialised as &#13;.
+ *    is kept (and stays &#13; in doc->xml).
  *
  * Errors: the first error wins and becomes one line (newlines stripped):
  * "malformed XML at line N: <libxml2's message>". libxml2 errors reach us
@@ -92,19 +145,21 @@
  * was delivered; libxml2 quirks cannot turn a cut-off packet into a 200.
  *
  * Threads: one parser per thread; any number of threads may parse at once
- * (each parser has its own libxml2 context and dictionary). The only
- * process-wide state is what idoc_global_init sets up, once, before threads.
+ * (each parser has its own libxml2 context and dictionary; the pool of
+ * is per thread). The only process-wide state is what idoc_global_init sets
+ * up, once, before threads, and the pthread key of the parser pools.
  */
 #include "idoc/idoc.h"
 
-#include <libxml/SAX2.h>
 #include <libxml/globals.h>
+#include <libxml/hash.h>
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/tree.h>
 #include <libxml/xmlIO.h>
 #include <libxml/xmlerror.h>
 
+#include <pthread.h>
 #include <stdalign.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -116,8 +171,15 @@
 #define FEED_SLICE     65536    /* bytes handed to xmlParseChunk at a time */
 #define ERR_MAX        512
 #define PARSE_OPTIONS  (XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
+#define DICT_MAX       10000    /* names in a context's dictionary before it is
+                                   thrown away rather than reused */
+#define KEEP_MAX       (256u << 10) /* buffers larger than this are freed,
+                                       not kept, when a parser is pooled */
+#define POOL_MAX       32       /* pooled parsers per thread */
 
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+
+static const char XML_DECL[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 
 /* ------------------------------------------------------------------------ */
 /* Arena: a bump allocator. One arena per parser, reset after each IDoc; the
@@ -209,10 +271,84 @@ static char *arena_strndup(struct arena *a, const char *s, size_t n)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Growable byte buffer */
+
+struct buf {
+    char *p;
+    size_t n, cap;
+};
+
+/* Room for `more` bytes after n (and one more, for a NUL). */
+static int buf_grow(struct buf *b, size_t more)
+{
+    if (more > SIZE_MAX / 4 - b->n)
+        return -1;
+    size_t need = b->n + more + 1;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    char *np = realloc(b->p, cap);
+    if (np == NULL)
+        return -1;
+    b->p = np;
+    b->cap = cap;
+    return 0;
+}
+
+static inline int buf_add(struct buf *b, const void *s, size_t n)
+{
+    if (b->cap - b->n <= n && buf_grow(b, n) != 0)
+        return -1;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->n = b->cap = 0;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Parser state */
+
+/* What an open element is, for the model. */
+enum kind {
+    K_OUT,          /* outside any IDOC */
+    K_IDOC,         /* the top-level IDOC */
+    K_CTRL,         /* the first EDI_DC40 child of the IDOC: control record */
+    K_CTRL_CHILD,   /* a child of the control record: a leaf is a control field */
+    K_SKIP,         /* deeper inside the control record: ignored */
+    K_TOP,          /* another child of the IDOC: a segment is a top-level
+                       segment, a leaf is not data */
+    K_DATA,         /* inside a data segment: a leaf is a field */
+};
+
+/* How doc->xml of the open IDOC is being made. */
+enum xmode {
+    X_NONE,         /* not at all (no IDOC open, or the IDoc is over a limit) */
+    X_RAW,          /* the raw input bytes, sliced at the end */
+    X_STREAM,       /* serialised from the SAX events, into p->out */
+};
+
+enum run { RUN_NONE, RUN_TEXT, RUN_CDATA };
+
+struct frame {
+    const xmlChar *name;        /* local name (dictionary) */
+    size_t fmark, smark;        /* p->fn, p->sn when the element opened */
+    unsigned char kind;         /* enum kind */
+    unsigned char seg_attr;     /* has a SEGMENT attribute */
+    unsigned char has_child;    /* has had an element child */
+    unsigned char want_text;    /* a field candidate: collect its text */
+};
 
 struct idoc_parser {
     xmlParserCtxtPtr ctxt;
+    const xmlChar *nm_idoc, *nm_dc40, *nm_segment, *nm_xml; /* in ctxt->dict */
     struct idoc_limits limits;
     idoc_cb cb;
     void *ud;
@@ -225,14 +361,43 @@ struct idoc_parser {
     size_t fed;                 /* bytes fed so far */
     size_t started;             /* top-level IDOC start tags seen */
     size_t delivered;           /* callbacks that returned 0 */
-    size_t segments;            /* segments in the IDoc being converted */
+    size_t segments;            /* data segments closed in the open IDOC */
     size_t segattrs;            /* SEGMENT= elements in the IDOC being read */
     unsigned depth;             /* current element depth (document element = 1) */
     unsigned idoc_depth;        /* depth of the open top-level IDOC; 0 = none */
-    int ns_seen;                /* some element or attribute had a namespace */
     int root_done;              /* the document element was closed */
     int terminating;            /* inside the final xmlParseChunk */
     int finished;               /* finish() ran */
+
+    /* the model of the open IDOC */
+    int ctl_seen;               /* its control record has started */
+    size_t ctl_at, nctl;        /* control fields: p->fst[ctl_at, ctl_at+nctl) */
+    int over_limit;             /* more than max_segments: stop building */
+    struct idoc_field *fst;     /* finished fields not yet in a segment */
+    size_t fn, fcap;
+    struct idoc_segment *sst;   /* finished segments not yet in a parent */
+    size_t sn, scap;
+    struct buf text;            /* character data of the open field */
+    size_t run_len;             /* length of the current run of character data */
+    int run;                    /* enum run: its kind */
+
+    /* doc->xml of the open IDOC */
+    int xmode;                  /* enum xmode */
+    int tag_open;               /* stream: a start tag still lacks its '>' */
+    size_t cdata_end;           /* stream: p->out.n just after the last "]]>" */
+    struct buf out;             /* the document handed out as doc->xml */
+    int raw_ok;                 /* input bytes are what libxml2 parses (no
+                                   encoding converter): raw mode possible */
+    struct buf raw;             /* bytes fed, from absolute offset raw_off */
+    size_t raw_off;
+    size_t idoc_at;             /* X_RAW: absolute offset of the IDOC's '<' */
+
+    /* xml:id values of the elements a tree builder would hold (see xml_id) */
+    xmlHashTablePtr ids;
+    struct idrec { xmlChar *value; unsigned depth; } *idstk;
+    size_t nids, idcap;
+
+    struct frame fr[IDOC_MAX_DEPTH + 1];   /* fr[depth]; fr[0] unused */
 };
 
 static void one_line(char *s)
@@ -408,138 +573,335 @@ static void check_ctxt(struct idoc_parser *p)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Building the model from a finished IDOC subtree */
-
-static int is_name(const xmlChar *a, const char *b)
-{
-    return a != NULL && strcmp((const char *)a, b) == 0;
-}
-
-static int has_segment_attr(xmlNodePtr n)
-{
-    for (xmlAttrPtr a = n->properties; a != NULL; a = a->next)
-        if (is_name(a->name, "SEGMENT"))
-            return 1;
-    return 0;
-}
-
-static int is_segment(xmlNodePtr n)
-{
-    if (has_segment_attr(n))
-        return 1;
-    for (xmlNodePtr c = n->children; c != NULL; c = c->next)
-        if (c->type == XML_ELEMENT_NODE)
-            return 1;
-    return 0;
-}
-
-/* The character data of a leaf element, as sent. Usually one text node: point
- * at its content (valid until the subtree is freed); else concatenate. */
-static const char *field_value(struct idoc_parser *p, xmlNodePtr n)
-{
-    size_t len = 0, pieces = 0;
-    const xmlChar *only = NULL;
-    for (xmlNodePtr c = n->children; c != NULL; c = c->next) {
-        if ((c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) && c->content != NULL) {
-            len += strlen((const char *)c->content);
-            only = c->content;
-            pieces++;
-        }
-    }
-    if (pieces == 0)
-        return "";
-    if (pieces == 1)
-        return (const char *)only;
-    char *v = arena_alloc(&p->arena, len + 1), *w = v;
-    if (v == NULL)
-        return NULL;
-    for (xmlNodePtr c = n->children; c != NULL; c = c->next) {
-        if ((c->type == XML_TEXT_NODE || c->type == XML_CDATA_SECTION_NODE) && c->content != NULL) {
-            size_t l = strlen((const char *)c->content);
-            memcpy(w, c->content, l);
-            w += l;
-        }
-    }
-    *w = '\0';
-    return v;
-}
+/* Small helpers */
 
 static void nomem(struct idoc_parser *p)
 {
     set_error(p, IDOC_ERR_NOMEM, "out of memory while reading IDoc #%zu", p->started);
 }
 
-/* Fill out->fields from the leaf children of n. */
-static int build_fields(struct idoc_parser *p, xmlNodePtr n, struct idoc_field **fields,
-                        size_t *nfields, size_t nf)
+/* Out of memory inside a SAX handler: record it and stop libxml2. */
+static void oom(struct idoc_parser *p)
 {
-    *fields = NULL;
-    *nfields = 0;
-    if (nf == 0)
-        return 0;
-    struct idoc_field *f = arena_alloc(&p->arena, nf * sizeof *f);
-    if (f == NULL) {
-        nomem(p);
-        return -1;
-    }
-    size_t i = 0;
-    for (xmlNodePtr c = n->children; c != NULL && i < nf; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE || is_segment(c))
-            continue;
-        f[i].name = (const char *)c->name;
-        f[i].value = field_value(p, c);
-        if (f[i].value == NULL) {
-            nomem(p);
-            return -1;
-        }
-        i++;
-    }
-    *fields = f;
-    *nfields = i;
-    return 0;
+    nomem(p);
+    xmlStopParser(p->ctxt);
 }
 
-static int build_segment(struct idoc_parser *p, xmlNodePtr n, struct idoc_segment *out)
+/* a is the dictionary string for s (nm), or at least equal to s */
+static inline int name_is(const xmlChar *a, const xmlChar *nm, const char *s)
 {
-    if (p->limits.max_segments != 0 && ++p->segments > p->limits.max_segments) {
-        set_error(p, IDOC_ERR_LIMIT, "IDoc #%zu has more than %zu segments", p->started,
-                  p->limits.max_segments);
-        return -1;
-    }
-    size_t nf = 0, nc = 0;
-    for (xmlNodePtr c = n->children; c != NULL; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE)
-            continue;
-        if (is_segment(c))
-            nc++;
-        else
-            nf++;
-    }
-    out->name = (const char *)n->name;
-    out->children = NULL;
-    out->nchildren = 0;
-    if (build_fields(p, n, &out->fields, &out->nfields, nf) != 0)
-        return -1;
-    if (nc == 0)
-        return 0;
-    out->children = arena_alloc(&p->arena, nc * sizeof *out->children);
-    if (out->children == NULL) {
-        nomem(p);
-        return -1;
-    }
-    for (xmlNodePtr c = n->children; c != NULL; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE || !is_segment(c))
-            continue;
-        if (build_segment(p, c, &out->children[out->nchildren]) != 0)
-            return -1;
-        out->nchildren++;
-    }
-    return 0;
+    /* libxml2 hands names over from its dictionary, so the pointer test
+     * decides; the string test is a cheap safety net */
+    return a == nm || (a != NULL && a[0] == (xmlChar)s[0] && a[0] != '\0' &&
+                       a[1] == (xmlChar)s[1] && strcmp((const char *)a, s) == 0);
 }
 
 static int is_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Absolute offset, in the bytes fed, of libxml2's current position. Only
+ * meaningful without an encoding converter (p->raw_ok). */
+static size_t input_offset(const struct idoc_parser *p)
+{
+    const xmlParserInput *in = p->ctxt->input;
+    if (in == NULL || in->cur == NULL || in->base == NULL || in->cur < in->base)
+        return p->raw_off;
+    return (size_t)in->consumed + (size_t)(in->cur - in->base);
+}
+
+static int has_encoder(const struct idoc_parser *p)
+{
+    const xmlParserInput *in = p->ctxt->input;
+    return in != NULL && in->buf != NULL && in->buf->encoder != NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* doc->xml: raw slices and the stream serialiser */
+
+static inline int out_add(struct idoc_parser *p, const void *s, size_t n)
+{
+    if (buf_add(&p->out, s, n) != 0) {
+        oom(p);
+        return -1;
+    }
+    return 0;
+}
+
+static inline int out_str(struct idoc_parser *p, const char *s)
+{
+    return out_add(p, s, strlen(s));
+}
+
+/* Copy raw bytes with XML line-end normalisation: CR LF -> LF, CR -> LF. */
+static int out_raw(struct idoc_parser *p, const char *s, size_t n)
+{
+    const char *cr = memchr(s, '\r', n);
+    if (cr == NULL)
+        return out_add(p, s, n);
+    if (buf_grow(&p->out, n) != 0) {
+        oom(p);
+        return -1;
+    }
+    char *w = p->out.p + p->out.n;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '\r') {
+            *w++ = s[i];
+        } else {
+            *w++ = '\n';
+            if (i + 1 < n && s[i + 1] == '\n')
+                i++;
+        }
+    }
+    p->out.n = (size_t)(w - p->out.p);
+    return 0;
+}
+
+/* Text content, escaped as xmlNodeDumpOutput does for UTF-8 output. */
+static void out_text(struct idoc_parser *p, const xmlChar *s, size_t n)
+{
+    size_t from = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *rep;
+        switch (s[i]) {
+        case '&':  rep = "&amp;"; break;
+        case '<':  rep = "&lt;"; break;
+        case '>':  rep = "&gt;"; break;
+        case '\r': rep = "&#13;"; break;
+        default:   continue;
+        }
+        if (out_add(p, s + from, i - from) != 0 || out_str(p, rep) != 0)
+            return;
+        from = i + 1;
+    }
+    out_add(p, s + from, n - from);
+}
+
+/* An attribute value from startElementNs. With replaceEntities off, libxml2
+ * hands every '&' in a value over as the character reference "&#38;" (the
+ * tree builder would decode it); every other reference is already replaced. */
+static void out_attr_value(struct idoc_parser *p, const xmlChar *s, size_t n)
+{
+    size_t from = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *rep;
+        size_t skip = 0;
+        switch (s[i]) {
+        case '&':
+            rep = "&amp;";
+            if (n - i >= 5 && memcmp(s + i, "&#38;", 5) == 0)
+                skip = 4;
+            break;
+        case '<':  rep = "&lt;"; break;
+        case '>':  rep = "&gt;"; break;
+        case '"':  rep = "&quot;"; break;
+        case '\r': rep = "&#13;"; break;
+        case '\n': rep = "&#10;"; break;
+        case '\t': rep = "&#9;"; break;
+        default:   continue;
+        }
+        if (out_add(p, s + from, i - from) != 0 || out_str(p, rep) != 0)
+            return;
+        i += skip;
+        from = i + 1;
+    }
+    out_add(p, s + from, n - from);
+}
+
+static inline void close_tag(struct idoc_parser *p)
+{
+    if (p->tag_open) {
+        p->tag_open = 0;
+        out_add(p, ">", 1);
+    }
+}
+
+/* A start tag, namespace-free: local name, attributes without a namespace
+ * (and xml:*), no declarations. Its '>' waits: <X/> if nothing follows. */
+static void stream_start_tag(struct idoc_parser *p, const xmlChar *name, int nb_attributes,
+                             const xmlChar **attributes)
+{
+    close_tag(p);
+    out_add(p, "<", 1);
+    out_str(p, (const char *)name);
+    for (int i = 0; i < nb_attributes; i++) {
+        const xmlChar **a = attributes + i * 5;
+        if (a[2] != NULL) {
+            if (strcmp((const char *)a[2], (const char *)XML_XML_NAMESPACE) != 0)
+                continue;
+            out_add(p, " xml:", 5);
+        } else {
+            out_add(p, " ", 1);
+        }
+        out_str(p, (const char *)a[0]);
+        out_add(p, "=\"", 2);
+        out_attr_value(p, a[3], (size_t)(a[4] - a[3]));
+        out_add(p, "\"", 1);
+    }
+    p->tag_open = 1;
+}
+
+/* Where the start tag being reported begins in p->raw: libxml2 stands on its
+ * closing '>' or "/>"; the tag's '<' is the last one before that. Checks
+ * that the bytes there are "<" + the tag's name; -1 if anything is off. */
+static long raw_tag_start(struct idoc_parser *p, const xmlChar *prefix, const xmlChar *name)
+{
+    size_t abs = input_offset(p);
+    if (abs < p->raw_off || abs - p->raw_off >= p->raw.n)
+        return -1;
+    size_t at = abs - p->raw_off;
+    if (p->raw.p[at] != '>' && p->raw.p[at] != '/')
+        return -1;
+    const char *lt = p->raw.p + at;
+    while (lt > p->raw.p && *lt != '<')
+        lt--;
+    if (*lt != '<')
+        return -1;
+    size_t pos = (size_t)(lt - p->raw.p) + 1, left = at - pos;
+    if (prefix != NULL) {
+        size_t pl = strlen((const char *)prefix);
+        if (left < pl + 1 || memcmp(p->raw.p + pos, prefix, pl) != 0 || p->raw.p[pos + pl] != ':')
+            return -1;
+        pos += pl + 1;
+        left -= pl + 1;
+    }
+    size_t nl = strlen((const char *)name);
+    if (left < nl || memcmp(p->raw.p + pos, name, nl) != 0)
+        return -1;
+    return lt - p->raw.p;
+}
+
+/* "<?xml ...?>\n<ROOT>" into an empty p->out */
+static void out_head(struct idoc_parser *p, const xmlChar *root)
+{
+    p->out.n = 0;
+    p->tag_open = 0;
+    p->cdata_end = 0;
+    out_add(p, XML_DECL, sizeof XML_DECL - 1);
+    out_add(p, "<", 1);
+    out_str(p, (const char *)root);
+    out_add(p, ">", 1);
+}
+
+/* A namespace inside an IDOC read in raw mode: what came before this start
+ * tag (namespace-free) is copied as it is, the rest is streamed. */
+static void raw_to_stream(struct idoc_parser *p, const xmlChar *prefix, const xmlChar *name)
+{
+    long lt = raw_tag_start(p, prefix, name);
+    if (lt < 0 || (size_t)lt + p->raw_off < p->idoc_at) {
+        set_error(p, IDOC_ERR_NOMEM, "internal error: input position out of step at line %d",
+                  input_line(p));
+        xmlStopParser(p->ctxt);
+        return;
+    }
+    out_head(p, p->fr[p->idoc_depth - 1].name);
+    out_raw(p, p->raw.p + (p->idoc_at - p->raw_off), (size_t)lt - (p->idoc_at - p->raw_off));
+    p->xmode = X_STREAM;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Building the model */
+
+static int push_field(struct idoc_parser *p, const xmlChar *name, const char *value)
+{
+    if (p->fn == p->fcap) {
+        size_t cap = p->fcap ? 2 * p->fcap : 64;
+        struct idoc_field *n = realloc(p->fst, cap * sizeof *n);
+        if (n == NULL)
+            return -1;
+        p->fst = n;
+        p->fcap = cap;
+    }
+    p->fst[p->fn].name = (const char *)name;
+    p->fst[p->fn].value = value;
+    p->fn++;
+    return 0;
+}
+
+/* A field has closed: its value is the text collected. */
+static void end_field(struct idoc_parser *p, const struct frame *f)
+{
+    const char *v = "";
+    if (p->text.n > 0) {
+        v = arena_strndup(&p->arena, p->text.p, p->text.n);
+        if (v == NULL) {
+            oom(p);
+            return;
+        }
+    }
+    if (push_field(p, f->name, v) != 0)
+        oom(p);
+}
+
+/* A data segment has closed: its fields and child segments are the top of
+ * the stacks; they move into the arena and it takes their place. */
+static void end_segment(struct idoc_parser *p, const struct frame *f)
+{
+    size_t nf = p->fn - f->fmark, nc = p->sn - f->smark;
+    p->segments++;
+    if (p->over_limit || (p->limits.max_segments != 0 && p->segments > p->limits.max_segments)) {
+        /* the IDoc will be refused: build no more of it */
+        p->over_limit = 1;
+        p->xmode = X_NONE;
+        p->fn = f->fmark;
+        p->sn = f->smark;
+        return;
+    }
+    struct idoc_segment seg = { (const char *)f->name, NULL, nf, NULL, nc };
+    if (nf > 0) {
+        seg.fields = arena_alloc(&p->arena, nf * sizeof *seg.fields);
+        if (seg.fields == NULL) {
+            oom(p);
+            return;
+        }
+        memcpy(seg.fields, p->fst + f->fmark, nf * sizeof *seg.fields);
+    }
+    if (nc > 0) {
+        seg.children = arena_alloc(&p->arena, nc * sizeof *seg.children);
+        if (seg.children == NULL) {
+            oom(p);
+            return;
+        }
+        memcpy(seg.children, p->sst + f->smark, nc * sizeof *seg.children);
+    }
+    p->fn = f->fmark;
+    p->sn = f->smark;
+    if (p->sn == p->scap) {
+        size_t cap = p->scap ? 2 * p->scap : 32;
+        struct idoc_segment *n = realloc(p->sst, cap * sizeof *n);
+        if (n == NULL) {
+            oom(p);
+            return;
+        }
+        p->sst = n;
+        p->scap = cap;
+    }
+    p->sst[p->sn++] = seg;
+}
+
+static __attribute__((noinline, cold)) void stop_huge_text(struct idoc_parser *p)
+{
+    /* the tree builder's words for it */
+    set_error(p, IDOC_ERR_MALFORMED, "malformed XML at line %d: xmlSAX2Characters: huge text node",
+              input_line(p));
+    xmlStopParser(p->ctxt);
+}
+
+/* Character data inside an IDOC (text or CDATA). */
+static inline void chardata(struct idoc_parser *p, const xmlChar *ch, int len, int run)
+{
+    if (p->run != run) {
+        p->run = run;
+        p->run_len = 0;
+    }
+    p->run_len += (size_t)len;
+    if (p->run_len > XML_MAX_TEXT_LENGTH) {
+        stop_huge_text(p);
+        return;
+    }
+    if (p->fr[p->depth].want_text && buf_add(&p->text, ch, (size_t)len) != 0)
+        oom(p);
 }
 
 /* Trimmed copy of a control field ("" when absent). */
@@ -559,31 +921,49 @@ static const char *control_trimmed(struct idoc_parser *p, const struct idoc *doc
     return arena_strndup(&p->arena, v + b, e - b);
 }
 
-static int build_model(struct idoc_parser *p, struct idoc *doc, xmlNodePtr idoc)
+/* Everything of the open IDOC is forgotten (after delivery or an error). */
+static void idoc_reset(struct idoc_parser *p)
 {
-    xmlNodePtr dc = NULL;
-    size_t nseg = 0;
-    for (xmlNodePtr c = idoc->children; c != NULL; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE)
-            continue;
-        if (dc == NULL && is_name(c->name, "EDI_DC40"))
-            dc = c;
-        else if (is_segment(c))
-            nseg++;
+    arena_reset(&p->arena);
+    p->fn = p->sn = 0;
+    p->text.n = 0;
+    p->ctl_seen = 0;
+    p->ctl_at = p->nctl = 0;
+    p->over_limit = 0;
+    p->segments = 0;
+    p->xmode = X_NONE;
+    p->tag_open = 0;
+    p->run = RUN_NONE;
+}
+
+/* The top-level IDOC (frame f) has just closed: finish the model and the
+ * xml, call back. */
+static void idoc_done(struct idoc_parser *p, const struct frame *f, unsigned depth)
+{
+    struct idoc *doc = NULL;
+
+    if (depth <= 1) {
+        set_error(p, IDOC_ERR_NOT_IDOC, "<IDOC> is the document element: the IDoc type's root "
+                  "element (e.g. <ORDERS05>) around it is missing");
+        goto done;
     }
-    if (dc == NULL) {
+    const xmlChar *root = p->fr[depth - 1].name;
+    doc = arena_alloc(&p->arena, sizeof *doc);
+    if (doc == NULL) {
+        nomem(p);
+        goto done;
+    }
+    memset(doc, 0, sizeof *doc);
+    doc->root = (const char *)root;
+    doc->index = p->started - 1;
+
+    if (!p->ctl_seen) {
         set_error(p, IDOC_ERR_NO_CONTROL,
                   "IDoc #%zu in the packet has no control record (EDI_DC40)", p->started);
-        return -1;
+        goto done;
     }
-
-    size_t nf = 0;
-    for (xmlNodePtr c = dc->children; c != NULL; c = c->next)
-        if (c->type == XML_ELEMENT_NODE && !is_segment(c))
-            nf++;
-    if (build_fields(p, dc, &doc->control, &doc->ncontrol, nf) != 0)
-        return -1;
-
+    doc->control = p->nctl > 0 ? p->fst + p->ctl_at : NULL;
+    doc->ncontrol = p->nctl;
     struct { const char **dst; const char *name; } conv[] = {
         { &doc->docnum, "DOCNUM" }, { &doc->mandt, "MANDT" },     { &doc->sndprn, "SNDPRN" },
         { &doc->sndpor, "SNDPOR" }, { &doc->idoctyp, "IDOCTYP" }, { &doc->cimtyp, "CIMTYP" },
@@ -593,113 +973,47 @@ static int build_model(struct idoc_parser *p, struct idoc *doc, xmlNodePtr idoc)
         *conv[i].dst = control_trimmed(p, doc, conv[i].name);
         if (*conv[i].dst == NULL) {
             nomem(p);
-            return -1;
+            goto done;
         }
     }
     if (doc->docnum[0] == '\0') {
         set_error(p, IDOC_ERR_NO_DOCNUM,
                   "IDoc #%zu in the packet has no DOCNUM in its control record (EDI_DC40)",
                   p->started);
-        return -1;
+        goto done;
     }
+    if (p->over_limit) {
+        set_error(p, IDOC_ERR_LIMIT, "IDoc #%zu has more than %zu segments", p->started,
+                  p->limits.max_segments);
+        goto done;
+    }
+    /* the top-level segments are the stack above the IDOC's mark; the
+     * stack does not move before the callback returns */
+    doc->nsegments = p->sn - f->smark;
+    doc->segments = doc->nsegments > 0 ? p->sst + f->smark : NULL;
 
-    doc->segments = NULL;
-    doc->nsegments = 0;
-    p->segments = 0;
-    if (nseg == 0)
-        return 0;
-    doc->segments = arena_alloc(&p->arena, nseg * sizeof *doc->segments);
-    if (doc->segments == NULL) {
-        nomem(p);
-        return -1;
-    }
-    for (xmlNodePtr c = idoc->children; c != NULL; c = c->next) {
-        if (c == dc || c->type != XML_ELEMENT_NODE || !is_segment(c))
-            continue;
-        if (build_segment(p, c, &doc->segments[doc->nsegments]) != 0)
-            return -1;
-        doc->nsegments++;
-    }
-    return 0;
-}
-
-/* Make an unlinked subtree namespace-free (SOAP): element namespaces are
- * dropped, namespace-qualified attributes other than xml:* removed, and the
- * declarations freed. Post-order, so nothing points at a freed declaration. */
-static void strip_namespaces(xmlNodePtr n)
-{
-    for (; n != NULL; n = n->next) {
-        if (n->type != XML_ELEMENT_NODE)
-            continue;
-        xmlAttrPtr a = n->properties;
-        while (a != NULL) {
-            xmlAttrPtr next = a->next;
-            if (a->ns != NULL && !xmlStrEqual(a->ns->href, XML_XML_NAMESPACE))
-                xmlRemoveProp(a);
-            a = next;
+    if (p->xmode == X_RAW) {
+        size_t end = input_offset(p);
+        if (end < p->idoc_at || end > p->raw_off + p->raw.n || end - p->raw_off < 1 ||
+            p->raw.p[end - p->raw_off - 1] != '>') {
+            set_error(p, IDOC_ERR_NOMEM, "internal error: input position out of step at line %d",
+                      input_line(p));
+            goto done;
         }
-        strip_namespaces(n->children);
-        n->ns = NULL;
-        if (n->nsDef != NULL) {
-            xmlFreeNsList(n->nsDef);
-            n->nsDef = NULL;
-        }
-    }
-}
-
-/* <?xml version="1.0" encoding="UTF-8"?>\n<ROOT><IDOC ...>...</IDOC></ROOT> */
-static xmlOutputBufferPtr serialise(struct idoc_parser *p, const xmlChar *root, xmlNodePtr idoc)
-{
-    xmlOutputBufferPtr out = xmlAllocOutputBuffer(NULL);
-    if (out == NULL)
-        return NULL;
-    xmlOutputBufferWriteString(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<");
-    xmlOutputBufferWriteString(out, (const char *)root);
-    xmlOutputBufferWriteString(out, ">");
-    xmlNodeDumpOutput(out, p->ctxt->myDoc, idoc, 0, 0, "UTF-8");
-    xmlOutputBufferWriteString(out, "</");
-    xmlOutputBufferWriteString(out, (const char *)root);
-    xmlOutputBufferWriteString(out, ">");
-    if (out->error != 0 || xmlOutputBufferGetContent(out) == NULL) {
-        xmlOutputBufferClose(out);
-        return NULL;
-    }
-    return out;
-}
-
-/* A top-level IDOC has just been closed: convert, serialise, call back, free. */
-static void idoc_done(struct idoc_parser *p, xmlNodePtr node)
-{
-    xmlNodePtr parent = node->parent;
-    xmlOutputBufferPtr out = NULL;
-    struct idoc *doc = NULL;
-
-    if (parent == NULL || parent->type != XML_ELEMENT_NODE) {
-        set_error(p, IDOC_ERR_NOT_IDOC, "<IDOC> is the document element: the IDoc type's root "
-                  "element (e.g. <ORDERS05>) around it is missing");
+        out_head(p, root);
+        out_raw(p, p->raw.p + (p->idoc_at - p->raw_off), end - p->idoc_at);
+    } else if (p->xmode != X_STREAM) {
+        set_error(p, IDOC_ERR_NOMEM, "internal error: no XML kept for IDoc #%zu", p->started);
         goto done;
     }
-    doc = arena_alloc(&p->arena, sizeof *doc);
-    if (doc == NULL) {
-        nomem(p);
+    out_add(p, "</", 2);
+    out_str(p, (const char *)root);
+    out_add(p, ">", 1);
+    if (p->status != IDOC_OK)
         goto done;
-    }
-    memset(doc, 0, sizeof *doc);
-    doc->root = (const char *)parent->name;
-    doc->index = p->started - 1;
-    if (build_model(p, doc, node) != 0)
-        goto done;
-
-    xmlUnlinkNode(node);
-    if (p->ns_seen)
-        strip_namespaces(node);
-    out = serialise(p, parent->name, node);
-    if (out == NULL) {
-        nomem(p);
-        goto done;
-    }
-    doc->xml = (const char *)xmlOutputBufferGetContent(out);
-    doc->xml_len = xmlOutputBufferGetSize(out);
+    p->out.p[p->out.n] = '\0';   /* buf_add leaves room for it */
+    doc->xml = p->out.p;
+    doc->xml_len = p->out.n;
 
     if (p->cb != NULL) {
         p->cberr[0] = '\0';
@@ -716,17 +1030,119 @@ static void idoc_done(struct idoc_parser *p, xmlNodePtr node)
     p->delivered++;
 
 done:
-    if (out != NULL)
-        xmlOutputBufferClose(out);
-    xmlUnlinkNode(node);
-    xmlFreeNode(node);
-    arena_reset(&p->arena);
+    idoc_reset(p);
     if (p->status != IDOC_OK)
         xmlStopParser(p->ctxt);
 }
 
 /* ------------------------------------------------------------------------ */
-/* SAX overrides. ctx is always the parser context (userData == ctxt). */
+/* xml:id, as libxml2's tree builder checked it. The tree-building parser
+ * this one replaces let xmlSAX2AttributeNs see every attribute, and for
+ * xml:id that raised errors (which stop us): a value that is not an NCName
+ * ("xml:id : attribute value %s is not an NCName"), and a value already
+ * held by an element still in the tree ("ID %s already defined"). The tree
+ * held the open elements outside IDOCs (each freed when it closed, the
+ * document element never) and the whole of the open IDOC (freed when it
+ * closed). Same here: a stack of the values with the depth of their
+ * element, and a hash of them. One quirk kept: libxml2 looks a value up
+ * with its spaces normalised when the element is freed (xmlRemoveID), so a
+ * value with a leading or trailing space was never released and stays
+ * taken until the end of the document. Costs nothing without xml:id. */
+
+/* xmlRemoveID would find and release this value */
+static int id_releasable(const xmlChar *v)
+{
+    size_t n = strlen((const char *)v);
+    if (n == 0 || v[0] == ' ' || v[n - 1] == ' ')
+        return 0;
+    return strstr((const char *)v, "  ") == NULL;
+}
+
+static void ids_pop(struct idoc_parser *p, unsigned depth)
+{
+    while (p->nids > 0 && p->idstk[p->nids - 1].depth >= depth) {
+        struct idrec *r = &p->idstk[--p->nids];
+        if (id_releasable(r->value))
+            xmlHashRemoveEntry(p->ids, r->value, NULL);
+        xmlFree(r->value);
+    }
+}
+
+static void ids_clear(struct idoc_parser *p)
+{
+    ids_pop(p, 0);
+    if (p->ids != NULL) {
+        xmlHashFree(p->ids, NULL);
+        p->ids = NULL;
+    }
+}
+
+/* An xml:id attribute of the element opening at depth d; -1 on error. */
+static int xml_id(struct idoc_parser *p, const xmlChar *value, const xmlChar *end, unsigned d)
+{
+    xmlChar *v = xmlStrndup(value, (int)(end - value));
+    if (v == NULL) {
+        oom(p);
+        return -1;
+    }
+    if (xmlValidateNCName(v, 1) != 0) {
+        set_error(p, IDOC_ERR_MALFORMED,
+                  "malformed XML at line %d: xml:id : attribute value %s is not an NCName",
+                  input_line(p), (const char *)v);
+        xmlFree(v);
+        xmlStopParser(p->ctxt);
+        return -1;
+    }
+    if (p->ids == NULL && (p->ids = xmlHashCreate(0)) == NULL) {
+        xmlFree(v);
+        oom(p);
+        return -1;
+    }
+    if (xmlHashLookup(p->ids, v) != NULL) {
+        set_error(p, IDOC_ERR_MALFORMED, "malformed XML at line %d: ID %s already defined",
+                  input_line(p), (const char *)v);
+        xmlFree(v);
+        xmlStopParser(p->ctxt);
+        return -1;
+    }
+    if (p->nids == p->idcap) {
+        size_t cap = p->idcap ? 2 * p->idcap : 16;
+        struct idrec *n = realloc(p->idstk, cap * sizeof *n);
+        if (n == NULL) {
+            xmlFree(v);
+            oom(p);
+            return -1;
+        }
+        p->idstk = n;
+        p->idcap = cap;
+    }
+    if (xmlHashAddEntry(p->ids, v, (void *)1) != 0) {
+        xmlFree(v);
+        oom(p);
+        return -1;
+    }
+    p->idstk[p->nids].value = v;
+    p->idstk[p->nids].depth = d;
+    p->nids++;
+    return 0;
+}
+
+/* The xml:id attributes of a start tag (after the checks that came first
+ * in the tree-building parser); -1 on error. */
+static int xml_ids(struct idoc_parser *p, int nb_attributes, const xmlChar **attributes,
+                   unsigned d)
+{
+    for (int i = 0; i < nb_attributes; i++) {
+        const xmlChar **a = attributes + i * 5;
+        if (a[1] == p->nm_xml && a[0][0] == 'i' && a[0][1] == 'd' && a[0][2] == '\0' &&
+            xml_id(p, a[3], a[4], d) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* SAX handlers. ctx is always the parser context (userData == ctxt). */
 
 static void on_internal_subset(void *ctx, const xmlChar *name, const xmlChar *external_id,
                                const xmlChar *system_id)
@@ -739,10 +1155,55 @@ static void on_internal_subset(void *ctx, const xmlChar *name, const xmlChar *ex
     xmlStopParser(ctxt);
 }
 
+/* A top-level IDOC starts (frame f at depth d). */
+static void idoc_start(struct idoc_parser *p, struct frame *f, unsigned d, const xmlChar *prefix,
+                       int has_ns, int nb_attributes, const xmlChar **attributes)
+{
+    p->started++;
+    p->idoc_depth = d;
+    p->segattrs = 0;
+    idoc_reset(p);
+    f->kind = K_IDOC;
+    f->fmark = f->smark = 0;
+    f->seg_attr = f->has_child = f->want_text = 0;
+    if (d <= 1)
+        return;   /* no root: refused when it closes, as before */
+    if (!p->raw_ok || has_encoder(p))
+        p->raw_ok = 0;
+    long lt = (p->raw_ok && !has_ns) ? raw_tag_start(p, prefix, f->name) : -1;
+    if (lt >= 0) {
+        p->xmode = X_RAW;
+        p->idoc_at = p->raw_off + (size_t)lt;
+    } else {
+        p->xmode = X_STREAM;
+        out_head(p, p->fr[d - 1].name);
+        stream_start_tag(p, f->name, nb_attributes, attributes);
+    }
+}
+
+/* The rare ways out of on_start, kept out of its way. */
+static __attribute__((noinline, cold)) void stop_depth(struct idoc_parser *p)
+{
+    set_error(p, IDOC_ERR_MALFORMED, "malformed XML at line %d: elements nested deeper than %d levels",
+              input_line(p), IDOC_MAX_DEPTH);
+    xmlStopParser(p->ctxt);
+}
+
+static __attribute__((noinline, cold)) void stop_segments(struct idoc_parser *p)
+{
+    /* early check, before a huge IDoc is read: SAP marks every segment
+     * with SEGMENT="1"; unmarked ones are counted as they close */
+    set_error(p, IDOC_ERR_LIMIT, "IDoc #%zu has more than %zu segments", p->started,
+              p->limits.max_segments);
+    xmlStopParser(p->ctxt);
+}
+
 static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
                      const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
                      int nb_attributes, int nb_defaulted, const xmlChar **attributes)
 {
+    (void)namespaces;
+    (void)nb_defaulted;
     xmlParserCtxtPtr ctxt = ctx;
     struct idoc_parser *p = ctxt->_private;
     if (p->status != IDOC_OK) {
@@ -750,123 +1211,268 @@ static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
         return;
     }
     if (p->depth >= IDOC_MAX_DEPTH) {
-        set_error(p, IDOC_ERR_MALFORMED,
-                  "malformed XML at line %d: elements nested deeper than %d levels",
-                  xmlSAX2GetLineNumber(ctx), IDOC_MAX_DEPTH);
-        xmlStopParser(ctxt);
+        stop_depth(p);
         return;
     }
-    p->depth++;
+    unsigned d = ++p->depth;
+    struct frame *f = &p->fr[d];
+    f->name = localname;
 
-    if (p->idoc_depth == 0) {
-        if (is_name(localname, "IDOC")) {
-            if (p->limits.max_idocs != 0 && p->started >= p->limits.max_idocs) {
-                set_error(p, IDOC_ERR_LIMIT, "more than %zu IDocs in one packet",
-                          p->limits.max_idocs);
-                xmlStopParser(ctxt);
-                return;
-            }
-            p->started++;
-            p->idoc_depth = p->depth;
-            p->segattrs = 0;
+    int has_ns = uri != NULL || nb_namespaces > 0;
+    int seg_attr = 0, xmlid = 0;
+    for (int i = 0; i < nb_attributes; i++) {
+        if (attributes[i * 5 + 2] != NULL) {
+            has_ns = 1;
+            if (attributes[i * 5 + 1] == p->nm_xml)
+                xmlid = 1;
         }
-    } else if (p->limits.max_segments != 0 && !is_name(localname, "EDI_DC40")) {
-        /* early check, before the DOM of a huge IDoc is built: SAP marks every
-         * segment with SEGMENT="1"; unmarked ones are counted at conversion */
-        for (int i = 0; i < nb_attributes; i++) {
-            if (is_name(attributes[i * 5], "SEGMENT")) {
-                if (++p->segattrs > p->limits.max_segments) {
-                    set_error(p, IDOC_ERR_LIMIT, "IDoc #%zu has more than %zu segments",
-                              p->started, p->limits.max_segments);
-                    xmlStopParser(ctxt);
-                    return;
-                }
-                break;
-            }
-        }
+        if (name_is(attributes[i * 5], p->nm_segment, "SEGMENT"))
+            seg_attr = 1;
     }
 
-    if (uri != NULL || nb_namespaces > 0)
-        p->ns_seen = 1;
-    for (int i = 0; i < nb_attributes && !p->ns_seen; i++)
-        if (attributes[i * 5 + 2] != NULL)
-            p->ns_seen = 1;
+    if (p->idoc_depth == 0) {
+        f->kind = K_OUT;
+        if (!name_is(localname, p->nm_idoc, "IDOC")) {
+            if (xmlid)
+                xml_ids(p, nb_attributes, attributes, d);
+            return;
+        }
+        if (p->limits.max_idocs != 0 && p->started >= p->limits.max_idocs) {
+            set_error(p, IDOC_ERR_LIMIT, "more than %zu IDocs in one packet", p->limits.max_idocs);
+            xmlStopParser(ctxt);
+            return;
+        }
+        if (xmlid && xml_ids(p, nb_attributes, attributes, d) != 0)
+            return;
+        idoc_start(p, f, d, prefix, has_ns, nb_attributes, attributes);
+        return;
+    }
 
-    xmlSAX2StartElementNs(ctx, localname, prefix, uri, nb_namespaces, namespaces,
-                          nb_attributes, nb_defaulted, attributes);
+    /* inside an IDOC */
+    struct frame *up = &p->fr[d - 1];
+    int is_dc40 = name_is(localname, p->nm_dc40, "EDI_DC40");
+    if (seg_attr && p->limits.max_segments != 0 && !is_dc40 &&
+        ++p->segattrs > p->limits.max_segments) {
+        stop_segments(p);
+        return;
+    }
+    if (xmlid && xml_ids(p, nb_attributes, attributes, d) != 0)
+        return;
+    up->has_child = 1;
+    up->want_text = 0;
+    p->text.n = 0;
+    p->run = RUN_NONE;
+
+    switch (up->kind) {
+    case K_IDOC:
+        if (!p->ctl_seen && is_dc40) {
+            p->ctl_seen = 1;
+            f->kind = K_CTRL;
+        } else {
+            f->kind = K_TOP;
+        }
+        break;
+    case K_CTRL:
+        f->kind = K_CTRL_CHILD;
+        break;
+    case K_CTRL_CHILD:
+    case K_SKIP:
+        f->kind = K_SKIP;
+        break;
+    default:
+        f->kind = K_DATA;
+        break;
+    }
+    f->fmark = p->fn;
+    f->smark = p->sn;
+    f->seg_attr = (unsigned char)seg_attr;
+    f->has_child = 0;
+    f->want_text = (f->kind == K_DATA || f->kind == K_CTRL_CHILD) && !seg_attr;
+
+    if (p->xmode == X_RAW && has_ns)
+        raw_to_stream(p, prefix, localname);
+    if (p->xmode == X_STREAM)
+        stream_start_tag(p, localname, nb_attributes, attributes);
 }
 
 static void on_end(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri)
 {
+    (void)localname;
+    (void)prefix;
+    (void)uri;
     xmlParserCtxtPtr ctxt = ctx;
     struct idoc_parser *p = ctxt->_private;
     if (p->status != IDOC_OK) {
         xmlStopParser(ctxt);
         return;
     }
-    xmlNodePtr cur = ctxt->node;
-    xmlSAX2EndElementNs(ctx, localname, prefix, uri);
-    unsigned depth = p->depth;
-    if (p->depth > 0)
-        p->depth--;
-
-    if (cur == NULL || cur->type != XML_ELEMENT_NODE || !xmlStrEqual(cur->name, localname)) {
-        /* the tree builder did not follow (it reports its own errors) */
-        if (p->status == IDOC_OK)
-            set_error(p, IDOC_ERR_NOMEM, "internal error: XML tree out of step at line %d",
-                      xmlSAX2GetLineNumber(ctx));
+    unsigned d = p->depth;
+    if (d == 0) {
+        set_error(p, IDOC_ERR_NOMEM, "internal error: element depth out of step at line %d",
+                  input_line(p));
         xmlStopParser(ctxt);
         return;
     }
-    if (p->idoc_depth != 0) {
-        if (depth == p->idoc_depth) {
-            p->idoc_depth = 0;
-            idoc_done(p, cur);
-        }
+    p->depth--;
+    if (p->idoc_depth == 0) {
+        if (p->nids > 0 && d > 1)
+            ids_pop(p, d);
+        if (p->depth == 0)
+            p->root_done = 1;
         return;
     }
-    /* outside any IDOC: nothing of it is needed any more (its IDOCs are
-     * gone already); keep only the document element */
-    if (cur->parent != NULL && cur->parent->type == XML_ELEMENT_NODE) {
-        xmlUnlinkNode(cur);
-        xmlFreeNode(cur);
+    const struct frame *f = &p->fr[d];
+    p->run = RUN_NONE;
+    if (p->xmode == X_STREAM) {
+        if (p->tag_open) {
+            p->tag_open = 0;
+            out_add(p, "/>", 2);
+        } else {
+            out_add(p, "</", 2);
+            out_str(p, (const char *)f->name);
+            out_add(p, ">", 1);
+        }
     }
-    if (p->depth == 0)
-        p->root_done = 1;
+    if (d == p->idoc_depth) {
+        p->idoc_depth = 0;
+        if (p->status == IDOC_OK)
+            idoc_done(p, f, d);
+        if (p->nids > 0)
+            ids_pop(p, d);
+        if (p->depth == 0)
+            p->root_done = 1;
+        return;
+    }
+    int leaf = !f->seg_attr && !f->has_child;
+    switch (f->kind) {
+    case K_CTRL:
+        /* its fields stay at the bottom of the field stack */
+        p->ctl_at = f->fmark;
+        p->nctl = p->fn - f->fmark;
+        p->sn = f->smark;
+        break;
+    case K_CTRL_CHILD:
+        if (leaf)
+            end_field(p, f);
+        break;
+    case K_TOP:
+        if (!leaf)
+            end_segment(p, f);
+        break;
+    case K_DATA:
+        if (leaf)
+            end_field(p, f);
+        else
+            end_segment(p, f);
+        break;
+    default:
+        break;
+    }
+    p->text.n = 0;
 }
 
-/* Character data outside IDOCs is not data: drop it (bounded memory). Used
- * for both characters and ignorableWhitespace. */
+/* Character data: kept only inside IDOCs. Used for both characters and
+ * ignorableWhitespace. */
 static void on_characters(void *ctx, const xmlChar *ch, int len)
 {
-    xmlParserCtxtPtr ctxt = ctx;
-    struct idoc_parser *p = ctxt->_private;
-    if (p->status == IDOC_OK && p->idoc_depth != 0)
-        xmlSAX2Characters(ctx, ch, len);
+    struct idoc_parser *p = ((xmlParserCtxtPtr)ctx)->_private;
+    if (p->idoc_depth == 0 || p->status != IDOC_OK)
+        return;
+    chardata(p, ch, len, RUN_TEXT);
+    if (p->xmode == X_STREAM) {
+        close_tag(p);
+        out_text(p, ch, (size_t)len);
+    }
 }
 
 static void on_cdata(void *ctx, const xmlChar *value, int len)
 {
-    xmlParserCtxtPtr ctxt = ctx;
-    struct idoc_parser *p = ctxt->_private;
-    if (p->status == IDOC_OK && p->idoc_depth != 0)
-        xmlSAX2CDataBlock(ctx, value, len);
+    struct idoc_parser *p = ((xmlParserCtxtPtr)ctx)->_private;
+    if (p->idoc_depth == 0 || p->status != IDOC_OK)
+        return;
+    /* the push parser hands a long CDATA section over in pieces: one section
+     * in the output, as the tree builder coalesced them */
+    int merge = p->xmode == X_STREAM && p->run == RUN_CDATA && p->cdata_end == p->out.n &&
+                p->out.n >= 3;
+    chardata(p, value, len, RUN_CDATA);
+    if (p->xmode == X_STREAM) {
+        if (merge) {
+            p->out.n -= 3;
+        } else {
+            close_tag(p);
+            out_add(p, "<![CDATA[", 9);
+        }
+        out_add(p, value, (size_t)len);
+        out_add(p, "]]>", 3);
+        p->cdata_end = p->out.n;
+    }
 }
 
 static void on_comment(void *ctx, const xmlChar *value)
 {
-    xmlParserCtxtPtr ctxt = ctx;
-    struct idoc_parser *p = ctxt->_private;
-    if (p->status == IDOC_OK && p->idoc_depth != 0)
-        xmlSAX2Comment(ctx, value);
+    struct idoc_parser *p = ((xmlParserCtxtPtr)ctx)->_private;
+    if (p->idoc_depth == 0 || p->status != IDOC_OK)
+        return;
+    p->run = RUN_NONE;
+    if (p->xmode == X_STREAM) {
+        close_tag(p);
+        out_add(p, "<!--", 4);
+        out_str(p, (const char *)value);
+        out_add(p, "-->", 3);
+    }
 }
 
 static void on_pi(void *ctx, const xmlChar *target, const xmlChar *data)
 {
-    xmlParserCtxtPtr ctxt = ctx;
-    struct idoc_parser *p = ctxt->_private;
-    if (p->status == IDOC_OK && p->idoc_depth != 0)
-        xmlSAX2ProcessingInstruction(ctx, target, data);
+    struct idoc_parser *p = ((xmlParserCtxtPtr)ctx)->_private;
+    if (p->idoc_depth == 0 || p->status != IDOC_OK)
+        return;
+    p->run = RUN_NONE;
+    if (p->xmode == X_STREAM) {
+        close_tag(p);
+        out_add(p, "<?", 2);
+        out_str(p, (const char *)target);
+        if (data != NULL) {
+            out_add(p, " ", 1);
+            out_str(p, (const char *)data);
+        }
+        out_add(p, "?>", 2);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Raw input bytes */
+
+/* Before a piece goes to libxml2: keep it, for raw slices. */
+static void raw_append(struct idoc_parser *p, const char *buf, size_t len)
+{
+    if (!p->raw_ok)
+        return;
+    if (buf_add(&p->raw, buf, len) != 0)
+        nomem(p);
+}
+
+/* After a piece was parsed: forget the bytes no slice can need any more
+ * (everything before the open IDOC's '<', or before libxml2's position). */
+static void raw_trim(struct idoc_parser *p)
+{
+    if (p->raw_ok && has_encoder(p))
+        p->raw_ok = 0;
+    if (!p->raw_ok || p->status != IDOC_OK) {
+        p->raw_off += p->raw.n;
+        p->raw.n = 0;
+        return;
+    }
+    size_t keep = (p->idoc_depth != 0 && p->xmode == X_RAW) ? p->idoc_at : input_offset(p);
+    size_t end = p->raw_off + p->raw.n;
+    if (keep > end)
+        keep = end;
+    if (keep <= p->raw_off)
+        return;
+    size_t drop = keep - p->raw_off;
+    memmove(p->raw.p, p->raw.p + drop, p->raw.n - drop);
+    p->raw.n -= drop;
+    p->raw_off = keep;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -886,6 +1492,71 @@ static void silent_generic_error(void *ctx, const char *msg, ...)
     (void)msg;
 }
 
+/* A pool of parsers per thread (see the design notes). */
+struct pool {
+    size_t n;
+    struct idoc_parser *p[POOL_MAX];
+};
+
+static pthread_key_t pool_key;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static int pool_key_ok;
+
+static void parser_destroy(struct idoc_parser *p)
+{
+    if (p->ctxt != NULL) {
+        if (p->ctxt->myDoc != NULL) {
+            xmlFreeDoc(p->ctxt->myDoc);
+            p->ctxt->myDoc = NULL;
+        }
+        xmlFreeParserCtxt(p->ctxt);
+    }
+    ids_clear(p);
+    free(p->idstk);
+    arena_free(&p->arena);
+    free(p->fst);
+    free(p->sst);
+    buf_free(&p->text);
+    buf_free(&p->out);
+    buf_free(&p->raw);
+    free(p);
+}
+
+static void pool_destroy(struct pool *pool)
+{
+    while (pool->n > 0)
+        parser_destroy(pool->p[--pool->n]);
+    free(pool);
+}
+
+static void pool_destructor(void *v)
+{
+    if (v != NULL)
+        pool_destroy(v);
+}
+
+static void pool_key_init(void)
+{
+    pool_key_ok = pthread_key_create(&pool_key, pool_destructor) == 0;
+}
+
+/* This thread's pool; created on first use when create is set. */
+static struct pool *pool_get(int create)
+{
+    pthread_once(&pool_once, pool_key_init);
+    if (!pool_key_ok)
+        return NULL;
+    struct pool *pool = pthread_getspecific(pool_key);
+    if (pool == NULL && create) {
+        pool = calloc(1, sizeof *pool);
+        if (pool != NULL && pthread_setspecific(pool_key, pool) != 0) {
+            free(pool);
+            pool = NULL;
+        }
+    }
+    return pool;
+}
+
 void idoc_global_init(void)
 {
     xmlInitParser();
@@ -896,28 +1567,36 @@ void idoc_global_init(void)
      * for this thread and as the default for threads created later. */
     xmlSetGenericErrorFunc(NULL, silent_generic_error);
     xmlThrDefSetGenericErrorFunc(NULL, silent_generic_error);
+    pthread_once(&pool_once, pool_key_init);
 }
 
 void idoc_global_cleanup(void)
 {
+    struct pool *pool = pool_get(0);
+    if (pool != NULL) {
+        pthread_setspecific(pool_key, NULL);
+        pool_destroy(pool);
+    }
     xmlCleanupParser();
 }
 
-struct idoc_parser *idoc_parser_new(const struct idoc_limits *limits, idoc_cb cb, void *ud)
+/* libxml2 defaults are per-thread and process-wide: pin what matters. */
+static void ctxt_settings(xmlParserCtxtPtr ctxt)
 {
-    struct idoc_parser *p = calloc(1, sizeof *p);
-    if (p == NULL)
-        return NULL;
-    if (limits != NULL)
-        p->limits = *limits;
-    p->cb = cb;
-    p->ud = ud;
+    xmlCtxtUseOptions(ctxt, PARSE_OPTIONS);
+    ctxt->replaceEntities = 0;
+    ctxt->loadsubset = 0;
+    ctxt->validate = 0;
+    ctxt->recovery = 0;
+    ctxt->keepBlanks = 1;
+}
 
+static xmlParserCtxtPtr new_ctxt(struct idoc_parser *p)
+{
     xmlSAXHandler sax;
     memset(&sax, 0, sizeof sax);
-    xmlSAXVersion(&sax, 2);
+    sax.initialized = XML_SAX2_MAGIC;
     sax.internalSubset = on_internal_subset;
-    sax.externalSubset = NULL;
     sax.startElementNs = on_start;
     sax.endElementNs = on_end;
     sax.characters = on_characters;
@@ -925,24 +1604,74 @@ struct idoc_parser *idoc_parser_new(const struct idoc_limits *limits, idoc_cb cb
     sax.cdataBlock = on_cdata;
     sax.comment = on_comment;
     sax.processingInstruction = on_pi;
-    sax.warning = NULL;
-    sax.error = NULL;
-    sax.fatalError = NULL;
     sax.serror = on_xml_error;
 
     /* no initial chunk: the encoding is detected from the first 4 bytes fed */
-    p->ctxt = xmlCreatePushParserCtxt(&sax, NULL, NULL, 0, NULL);
-    if (p->ctxt == NULL) {
-        free(p);
+    xmlParserCtxtPtr ctxt = xmlCreatePushParserCtxt(&sax, NULL, NULL, 0, NULL);
+    if (ctxt == NULL)
         return NULL;
+    ctxt->_private = p;
+    ctxt_settings(ctxt);
+    p->nm_idoc = xmlDictLookup(ctxt->dict, BAD_CAST "IDOC", -1);
+    p->nm_dc40 = xmlDictLookup(ctxt->dict, BAD_CAST "EDI_DC40", -1);
+    p->nm_segment = xmlDictLookup(ctxt->dict, BAD_CAST "SEGMENT", -1);
+    p->nm_xml = xmlDictLookup(ctxt->dict, BAD_CAST "xml", -1);
+    return ctxt;
+}
+
+/* The per-document state of a new or recycled parser. */
+static void parser_start(struct idoc_parser *p, const struct idoc_limits *limits, idoc_cb cb,
+                         void *ud)
+{
+    if (limits != NULL)
+        p->limits = *limits;
+    else
+        memset(&p->limits, 0, sizeof p->limits);
+    p->cb = cb;
+    p->ud = ud;
+    p->status = IDOC_OK;
+    p->err[0] = '\0';
+    p->fed = p->started = p->delivered = p->segattrs = 0;
+    p->depth = p->idoc_depth = 0;
+    p->root_done = p->terminating = p->finished = 0;
+    idoc_reset(p);
+    ids_clear(p);
+    p->out.n = 0;
+    p->raw.n = 0;
+    p->raw_off = 0;
+    p->raw_ok = 1;
+    p->idoc_at = 0;
+}
+
+struct idoc_parser *idoc_parser_new(const struct idoc_limits *limits, idoc_cb cb, void *ud)
+{
+    struct pool *pool = pool_get(0);
+    struct idoc_parser *p = (pool != NULL && pool->n > 0) ? pool->p[--pool->n] : NULL;
+    if (p != NULL) {
+        if (xmlCtxtResetPush(p->ctxt, NULL, 0, NULL, NULL) == 0) {
+            /* as xmlCreatePushParserCtxt does without a first chunk: the
+             * encoding is detected from the first bytes fed */
+            p->ctxt->charset = XML_CHAR_ENCODING_NONE;
+            /* not reset by xmlCtxtReset; 0 in a new context */
+            p->ctxt->progressive = 0;
+            p->ctxt->_private = p;
+            ctxt_settings(p->ctxt);
+        } else {
+            parser_destroy(p);
+            p = NULL;
+        }
     }
-    p->ctxt->_private = p;
-    xmlCtxtUseOptions(p->ctxt, PARSE_OPTIONS);
-    /* defence in depth against process-wide libxml2 defaults */
-    p->ctxt->replaceEntities = 0;
-    p->ctxt->loadsubset = 0;
-    p->ctxt->validate = 0;
-    p->ctxt->recovery = 0;
+    if (p == NULL) {
+        p = calloc(1, sizeof *p);
+        if (p == NULL)
+            return NULL;
+        p->ctxt = new_ctxt(p);
+        if (p->ctxt == NULL) {
+            free(p);
+            return NULL;
+        }
+    }
+    parser_start(p, limits, cb, ud);
     return p;
 }
 
@@ -954,11 +1683,15 @@ int idoc_parser_feed(struct idoc_parser *p, const char *buf, size_t len, char *e
         set_error(p, IDOC_ERR_MALFORMED, "malformed XML: data after the end of the document");
     while (p->status == IDOC_OK && len > 0) {
         int n = len > FEED_SLICE ? FEED_SLICE : (int)len;
+        raw_append(p, buf, (size_t)n);
+        if (p->status != IDOC_OK)
+            break;
         parse_chunk(p, buf, n, 0);
         p->fed += (size_t)n;
         buf += n;
         len -= (size_t)n;
         check_ctxt(p);
+        raw_trim(p);
     }
     copy_error(p, err, errlen);
     return p->status;
@@ -987,6 +1720,9 @@ int idoc_parser_finish(struct idoc_parser *p, char *err, size_t errlen)
             if (p->status == IDOC_OK && p->started == 0)
                 set_error(p, IDOC_ERR_NOT_IDOC, "no <IDOC> element: not an IDoc");
         }
+        /* nothing of the input is needed any more */
+        p->raw_off += p->raw.n;
+        p->raw.n = 0;
     }
     copy_error(p, err, errlen);
     return p->status;
@@ -997,19 +1733,59 @@ size_t idoc_parser_count(const struct idoc_parser *p)
     return p != NULL ? p->delivered : 0;
 }
 
+/* May this parser's libxml2 context serve the next document? Not after
+ * libxml2 itself failed (its state is then its own business), nor with a
+ * dictionary grown large. */
+static int reusable(const struct idoc_parser *p)
+{
+    switch (p->status) {
+    case IDOC_OK:
+    case IDOC_ERR_NOT_IDOC:
+    case IDOC_ERR_NO_CONTROL:
+    case IDOC_ERR_NO_DOCNUM:
+    case IDOC_ERR_LIMIT:
+    case IDOC_ERR_CALLBACK:
+        break;
+    default:
+        return 0;
+    }
+    return p->ctxt != NULL && p->ctxt->dict != NULL && xmlDictSize(p->ctxt->dict) <= DICT_MAX;
+}
+
 void idoc_parser_free(struct idoc_parser *p)
 {
     if (p == NULL)
         return;
-    if (p->ctxt != NULL) {
-        if (p->ctxt->myDoc != NULL) {
-            xmlFreeDoc(p->ctxt->myDoc);
-            p->ctxt->myDoc = NULL;
+    struct pool *pool = reusable(p) ? pool_get(1) : NULL;
+    if (pool != NULL && pool->n < POOL_MAX) {
+        /* what the last document left in libxml2 (its input buffer) goes
+         * now; xmlCtxtResetPush starts the next one */
+        xmlCtxtReset(p->ctxt);
+        idoc_reset(p);
+        p->cb = NULL;
+        p->ud = NULL;
+        /* keep what is small; a huge IDoc's buffers go */
+        if (p->out.cap > KEEP_MAX)
+            buf_free(&p->out);
+        if (p->raw.cap > KEEP_MAX)
+            buf_free(&p->raw);
+        if (p->text.cap > KEEP_MAX)
+            buf_free(&p->text);
+        if (p->fcap * sizeof *p->fst > KEEP_MAX) {
+            free(p->fst);
+            p->fst = NULL;
+            p->fcap = 0;
         }
-        xmlFreeParserCtxt(p->ctxt);
+        if (p->scap * sizeof *p->sst > KEEP_MAX) {
+            free(p->sst);
+            p->sst = NULL;
+            p->scap = 0;
+        }
+        p->out.n = p->raw.n = 0;
+        pool->p[pool->n++] = p;
+        return;
     }
-    arena_free(&p->arena);
-    free(p);
+    parser_destroy(p);
 }
 
 int idoc_parse(const char *buf, size_t len, const struct idoc_limits *limits,
