@@ -259,6 +259,7 @@ struct queue {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct queue_batch *head, *tail;  /* FIFO: seq order follows submission */
+    int64_t committing_since_ms;      /* oldest batch of the group being committed (mu) */
     int closing;
     int hold;
     int started;
@@ -933,6 +934,7 @@ static void *committer_main(void *arg)
             if (!q->head)
                 q->tail = NULL;
             last->next_ = NULL;
+            q->committing_since_ms = group->submitted_ms_;
             /* No lock during the txn: submitters keep queueing the next group
              * while this one is being written and fsync'd. */
             pthread_mutex_unlock(&q->mu);
@@ -947,6 +949,7 @@ static void *committer_main(void *arg)
                 b->done(b, b->ud);
             }
             pthread_mutex_lock(&q->mu);
+            q->committing_since_ms = 0;
             continue;
         }
         if (q->closing)
@@ -1044,6 +1047,7 @@ int queue_submit(struct queue *q, struct queue_batch *b)
     if (check_batch(q, b, b->err, sizeof b->err))
         return QUEUE_ERR_INVALID;
 
+    b->submitted_ms_ = now_ms();
     pthread_mutex_lock(&q->mu);
     if (q->closing) {
         pthread_mutex_unlock(&q->mu);
@@ -1428,6 +1432,15 @@ void queue_close(struct queue *q)
         pthread_join(q->committer, NULL);
     }
     queue_free(q);
+}
+
+int64_t queue_commit_wait_ms(struct queue *q)
+{
+    if (!q || q->readonly) return 0;
+    pthread_mutex_lock(&q->mu);
+    int64_t since = q->committing_since_ms ? q->committing_since_ms : (q->head ? q->head->submitted_ms_ : 0);
+    pthread_mutex_unlock(&q->mu);
+    return since ? now_ms() - since : 0;
 }
 
 int queue_over_quota(const struct queue *q)

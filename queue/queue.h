@@ -136,6 +136,7 @@ struct queue_batch {
     char err[256];       /* one line when status != QUEUE_OK */
     /* Internal: */
     struct queue_batch *next_;
+    int64_t submitted_ms_;
 };
 
 /* A stored record, as read back. One allocation: free with queue_record_free. */
@@ -194,6 +195,10 @@ int queue_append(struct queue *q, struct queue_item *items, size_t n,
 
 /* Counts by state, sizes. Uses one short read transaction. */
 int queue_stats(struct queue *q, struct queue_stats *out, char *err, size_t errlen);
+
+/* How long the oldest batch handed to the committer has been waiting, in
+ * ms (0 when none waits): a liveness signal for /healthz. */
+int64_t queue_commit_wait_ms(struct queue *q);
 
 /* 1 when the store is at or over its quota (cached after each commit: cheap,
  * lock-free; for /readyz). Below it, a batch is still refused when it would

@@ -226,6 +226,7 @@ struct delivery {
 
     /* metrics */
     atomic_llong m_next_run, m_last_start, m_last_end;
+    atomic_llong heartbeat_ms;
     atomic_int m_last_ok;
 };
 
@@ -499,6 +500,7 @@ static void *dispatcher_main(void *arg)
     struct delivery *d = arg;
     pthread_mutex_lock(&d->mu);
     while (!d->stopping) {
+        atomic_store(&d->heartbeat_ms, now_ms());
         index_refresh(d);
         if (d->ndead > d->npend / 2 && d->ndead > 1024) index_compact(d);
         int64_t now = now_ms();
@@ -1182,6 +1184,12 @@ cJSON *delivery_runs_json(struct delivery *d, size_t limit)
         return NULL;
     }
     return c.arr;
+}
+
+int64_t delivery_heartbeat_age_ms(struct delivery *d)
+{
+    int64_t hb = atomic_load(&d->heartbeat_ms);
+    return hb ? now_ms() - hb : 0;
 }
 
 size_t delivery_metrics(struct delivery *d, char *buf, size_t len)

@@ -57,6 +57,10 @@ cJSON *delivery_runs_json(struct delivery *d, size_t limit);
  * back to pending), the current run is closed. */
 void delivery_stop(struct delivery *d, long grace_ms);
 
+/* How long ago the dispatcher last went round its loop, in ms (it goes round
+ * at least every 500 ms): a liveness signal for /healthz. */
+int64_t delivery_heartbeat_age_ms(struct delivery *d);
+
 /* Gauges for /metrics (Prometheus text, appended to buf). */
 size_t delivery_metrics(struct delivery *d, char *buf, size_t len);
 

@@ -164,8 +164,13 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
         return admin_handle(h->o.admin, conn, url, method, upload_data, upload_data_size, req_cls);
 
     int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    if (strcmp(url, "/healthz") == 0)
-        return get ? plain(conn, MHD_HTTP_OK, "ok") : plain(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+    if (strcmp(url, "/healthz") == 0) {
+        if (!get) return plain(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+        char why[200] = "";
+        if (h->o.health && h->o.health(h->o.health_ud, why, sizeof why) != 0)
+            return plain(conn, MHD_HTTP_SERVICE_UNAVAILABLE, why);
+        return plain(conn, MHD_HTTP_OK, "ok");
+    }
     if (strcmp(url, "/readyz") == 0)
         return get ? readyz(h, conn) : plain(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
     if (strcmp(url, "/metrics") == 0)

@@ -31,6 +31,9 @@ struct http_opts {
     struct ingest *ingest;
     struct admin *admin;      /* /admin/ (404 when its token is unset) */
     struct queue *queue;
+    /* /healthz: NULL or 0 = alive; non-zero = a thread is stuck (why in buf). */
+    int (*health)(void *ud, char *why, size_t len);
+    void *health_ud;
     /* Extra gauges for /metrics (e.g. the sync schedule); may be NULL. */
     size_t (*extra_metrics)(void *ud, char *buf, size_t len);
     void *extra_metrics_ud;

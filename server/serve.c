@@ -64,6 +64,33 @@ static size_t delivery_metrics_cb(void *ud, char *buf, size_t len)
     return d ? delivery_metrics(d, buf, len) : 0;
 }
 
+/* /healthz: the process answers, and its worker threads still move: the
+ * queue's committer has not sat on a batch, nor the delivery dispatcher
+ * skipped its loop, for HEALTH_STALL_MS. Dataverse being unreachable is
+ * not ill health (records simply wait). */
+#define HEALTH_STALL_MS 30000
+struct health_ctx {
+    struct queue *q;
+    struct notify_ctx *n;
+};
+
+static int health_check(void *ud, char *why, size_t len)
+{
+    struct health_ctx *hc = ud;
+    int64_t w = queue_commit_wait_ms(hc->q);
+    if (w > HEALTH_STALL_MS) {
+        snprintf(why, len, "unhealthy: the queue committer has not finished a commit for %lld s", (long long)(w / 1000));
+        return 1;
+    }
+    struct delivery *d = atomic_load(&hc->n->d);
+    int64_t a = d ? delivery_heartbeat_age_ms(d) : 0;
+    if (a > HEALTH_STALL_MS) {
+        snprintf(why, len, "unhealthy: the delivery dispatcher has been stuck for %lld s", (long long)(a / 1000));
+        return 1;
+    }
+    return 0;
+}
+
 static int admin_sync_now(void *ud, char *msg, size_t len) { return delivery_sync_now(ud, msg, len); }
 static cJSON *admin_runs(void *ud, size_t limit) { return delivery_runs_json(ud, limit); }
 
@@ -148,6 +175,7 @@ int cli_serve(int argc, char **argv)
     struct d365_governor *gov = NULL;
     struct delivery *dl = NULL;
     struct notify_ctx nctx = {0};
+    struct health_ctx hctx = {NULL, &nctx};
 
     struct mapping *map = mapping_load(cfg->mapping_path, err, sizeof err);
     if (!map || mapref_set(&mref, map) != 0) {
@@ -162,6 +190,7 @@ int cli_serve(int argc, char **argv)
         log_error("serve: queue %s: %s", cfg->queue_path, err);
         goto out;
     }
+    hctx.q = q;
     size_t back = 0;
     if (queue_move_all(q, QUEUE_INFLIGHT, QUEUE_PENDING, &back, err, sizeof err) != QUEUE_OK) {
         log_error("serve: queue recovery: %s", err);
@@ -227,6 +256,8 @@ int cli_serve(int argc, char **argv)
         .queue = q,
         .extra_metrics = delivery_metrics_cb,
         .extra_metrics_ud = &nctx,
+        .health = health_check,
+        .health_ud = &hctx,
     };
     h = http_start(&ho, err, sizeof err);
     if (!h) {

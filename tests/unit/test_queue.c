@@ -417,10 +417,16 @@ static void test_dedupe(void **state)
     struct queue_batch bb = { .items = b1, .nitems = 2, .done = done_count, .ud = &d };
     commits = queue_commit_count(q);
     queue_hold(q, 1);
+    assert_int_equal(queue_commit_wait_ms(q), 0);
     assert_int_equal(queue_submit(q, &ba), QUEUE_OK);
     assert_int_equal(queue_submit(q, &bb), QUEUE_OK);
+    /* A held batch shows up in the liveness signal /healthz reads. */
+    struct timespec nap = {0, 30 * 1000000L};
+    nanosleep(&nap, NULL);
+    assert_true(queue_commit_wait_ms(q) >= 25);
     queue_hold(q, 0);
     wait_calls(&d, 2);
+    assert_int_equal(queue_commit_wait_ms(q), 0);
     assert_int_equal(queue_commit_count(q), commits + 1);
     assert_int_equal(ba.status, QUEUE_OK);
     assert_int_equal(bb.status, QUEUE_OK);
