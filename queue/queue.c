@@ -940,6 +940,9 @@ static void *committer_main(void *arg)
             pthread_mutex_unlock(&q->mu);
 
             commit_group(q, group, n);
+            pthread_mutex_lock(&q->mu);
+            q->committing_since_ms = 0;
+            pthread_mutex_unlock(&q->mu);
 
             /* Callbacks after the commit, with nothing held; read next_
              * first, the batch may be freed by its callback. */
@@ -949,7 +952,6 @@ static void *committer_main(void *arg)
                 b->done(b, b->ud);
             }
             pthread_mutex_lock(&q->mu);
-            q->committing_since_ms = 0;
             continue;
         }
         if (q->closing)
