@@ -8,7 +8,7 @@ MM (ECC, DOCREL 740) as an XML-HTTP port sends it -- UTF-8 declaration, root
 ORDERS05, one <IDOC BEGIN="1">, EDI_DC40, header segments E1EDK01, E1EDK14 x4,
 E1EDK03 x3, E1EDKA1 x3 (AG/LF/WE), E1EDK02, E1EDKT1/E1EDKT2 x2, then N
 items E1EDP01 (each with E1EDP20, E1EDP19, E1EDP05) and E1EDS01 x2. N is chosen so the file is as close to SIZE as the items allow.
-Values follow ../shared/reference/idoc.md: zero-padded numbers, right-aligned
+Values follow the IDoc conventions (see README and docs/mapping.md): zero-padded numbers, right-aligned
 UPRBS, empty elements, an &amp; entity.
 
 Two placeholders, each exactly as long as the value that replaces it, so a
