@@ -366,8 +366,9 @@ static enum MHD_Result start_commit(struct ingest_req *r, struct MHD_Connection 
     MHD_suspend_connection(conn);
     int st = queue_submit(r->in->o.queue, &r->batch);
     if (st != QUEUE_OK) {
+        /* Refused before the committer saw it (queue_submit wrote why into
+         * batch.err): shutting down, or data the store cannot key. */
         r->batch.status = st;
-        snprintf(r->batch.err, sizeof r->batch.err, "queue is closed (shutting down)");
         atomic_store(&r->state, RS_COMMITTED);
         MHD_resume_connection(conn);
     }
@@ -377,12 +378,21 @@ static enum MHD_Result start_commit(struct ingest_req *r, struct MHD_Connection 
 static enum MHD_Result answer_commit(struct ingest_req *r, struct MHD_Connection *conn)
 {
     struct queue_batch *b = &r->batch;
+    if (b->status == QUEUE_ERR_INVALID) {
+        /* The IDocs cannot be stored as sent (e.g. a control field longer
+         * than the store accepts): retrying will not help, so 400. */
+        r->http_status = MHD_HTTP_BAD_REQUEST;
+        r->reject = METRICS_REJECT_MALFORMED;
+        snprintf(r->reason, sizeof r->reason, "IDoc cannot be stored: %s", b->err);
+        return answer_reject(r, conn);
+    }
     if (b->status != QUEUE_OK) {
         int quota = b->status == QUEUE_ERR_QUOTA;
         r->http_status = MHD_HTTP_SERVICE_UNAVAILABLE;
         r->reject = quota ? METRICS_REJECT_QUOTA : METRICS_REJECT_INTERNAL;
         snprintf(r->reason, sizeof r->reason, "%s: %s",
-                 quota ? "queue full" : "storage unavailable", b->err);
+                 quota ? "queue full" : b->status == QUEUE_ERR_CLOSED ? "shutting down" : "storage unavailable",
+                 b->err);
         return answer_reject(r, conn);
     }
     double secs = elapsed_s(&r->t0);

@@ -89,6 +89,12 @@ eq "empty body -> 400" "$(post "$T/empty.xml")" 400
 eq "404 elsewhere" "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/nope")" 404
 for f in "$T/body"; do check "error bodies are one line" [ "$(wc -l <"$f")" -le 1 ]; done
 
+# --- data the store cannot key (a 600-character SNDPRN) -> 400, not a 503 SAP would retry forever
+long=$(python3 -c "print('P' * 600)")
+printf '<CREMAS05><IDOC BEGIN="1"><EDI_DC40 SEGMENT="1"><MANDT>100</MANDT><DOCNUM>0000000077000001</DOCNUM><IDOCTYP>CREMAS05</IDOCTYP><MESTYP>CREMAS</MESTYP><SNDPRN>%s</SNDPRN></EDI_DC40><E1LFA1M SEGMENT="1"><LIFNR>0000100999</LIFNR><NAME1>X</NAME1></E1LFA1M></IDOC></CREMAS05>' "$long" >"$T/longkey.xml"
+eq "an IDoc whose dedupe key is too long -> 400" "$(post "$T/longkey.xml")" 400
+contains "...saying it cannot be stored" "$(body)" "cannot be stored"
+
 # --- a packet with one unsupported IDoc commits nothing
 python3 - "$FIX/idoc/cremas05_vendor.xml" "$FIX/idoc/ordrsp_other.xml" "$T/mixed.xml" <<'PY'
 import re, sys
