@@ -414,37 +414,7 @@ static void not_sent(struct d365_op *op, const char *code, const char *why)
 
 enum d365_outcome d365_send_one(struct d365_client *c, struct d365_op *op)
 {
-    d365_op_reset(op, 1);
-    if (!op->method || !*op->method || strpbrk(op->method, " \r\n") || !op->path || !*op->path ||
-        op->path[0] == '$' || (op->if_match && strpbrk(op->if_match, "\r\n")) ||
-        (op->if_none_match && strpbrk(op->if_none_match, "\r\n"))) {
-        op->outcome = D365_FAILED;
-        snprintf(op->code, sizeof op->code, "invalid");
-        snprintf(op->message, sizeof op->message, "invalid operation (method, path or header)");
-        return op->outcome;
-    }
-    char *path = d365_path_escape(op->path);
-    size_t ul = strlen(c->root) + (path ? strlen(path) : 0) + 1;
-    char *url = path ? malloc(ul) : NULL;
-    if (!url) {
-        free(path);
-        not_sent(op, "oom", "out of memory");
-        return op->outcome;
-    }
-    snprintf(url, ul, "%s%s", c->root, path);
-    free(path);
-    struct req q = {op->method, url, op->body, op->body ? strlen(op->body) : 0,
-                    op->body ? "application/json" : NULL, NULL, op->if_match, op->if_none_match};
-    struct resp r;
-    char code[32], why[600];
-    if (request(c, &q, &r, code, sizeof code, why, sizeof why) != 0) {
-        not_sent(op, code, why);
-    } else {
-        from_response(c, op, &r, op->method);
-        if (c->gov) d365_governor_release(c->gov, r.status, r.retry_after);
-    }
-    free(url);
-    return op->outcome;
+    return d365_send_ex(c, op, NULL, NULL);
 }
 
 enum d365_outcome d365_send_ex(struct d365_client *c, struct d365_op *op, const char *const *headers,
