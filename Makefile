@@ -60,7 +60,7 @@ TOOL_SRC  := $(sort $(wildcard tests/tools/*.c test-fixtures/*.c))
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-HDRS      := $(wildcard */*.h)
+HDRS      := $(wildcard */*.h tests/*/*.h)
 
 .PHONY: all test check bench demo clean deps
 all: $(BUILD)/ml-connector $(TOOL_BIN)

@@ -917,6 +917,7 @@ static uint64_t batch_bytes(const struct queue_batch *b)
 static void *committer_main(void *arg)
 {
     struct queue *q = arg;
+    pthread_setname_np(pthread_self(), "mlc-commit"); /* for top -H, perf, gdb */
     pthread_mutex_lock(&q->mu);
     for (;;) {
         if (q->head && (!q->hold || q->closing)) {

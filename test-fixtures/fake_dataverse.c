@@ -66,7 +66,9 @@
  *
  * Control endpoints (no auth): GET /_fake/dump[?records=0&log=0&set=S] ->
  *   {"records": {"<set>": [{<columns>, "_id", "_version", "_binds": {"<nav>":
- *   {"set", "id", "ref"}}}]}, "counters": {...}, "users": {"<client_id>":
+ *   {"set", "id", "ref"}}}]}, "counters": {... "max_concurrency" (peak Web API
+ *   requests in flight), "mean_concurrency" (in-flight time summed over the
+ *   span from first admission to last completion) ...}, "users": {"<client_id>":
  *   {...}}, "settings": {...}, "schema": {"<set>": {"custom_columns": [...],
  *   "keys": [{"schema", "attributes", "status", "solution"}]}}, "log": [{"seq",
  *   "t", "user", "method", "set", "key", "id", "status", "applied", "batch",
@@ -782,6 +784,11 @@ static struct {
     struct hmap tokens;
     long token_gen;
     long inflight_api;
+    /* Mean Web API concurrency: the summed time requests were in flight
+     * over the span from the first admission to the last completion since
+     * the last reset — "did the client keep its slots busy?", which the
+     * peak (max_concurrency) cannot tell. */
+    double busy_s, first_admit, last_done;
     long reset_counter, fail503_counter, part_counter, batch_no;
     double t_start;
     char last_tenant[128];
@@ -4319,6 +4326,8 @@ static void counters_json(cJSON *o)
         { "writes", c->writes },
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cJSON_AddNumberToObject(o, f[i].n, (double)f[i].v);
+    double span = g.last_done - g.first_admit;
+    cJSON_AddNumberToObject(o, "mean_concurrency", span > 0 ? g.busy_s / span : 0);
 }
 
 static cJSON *dump_json(int with_records, int with_log, const char *only_set)
@@ -4394,6 +4403,7 @@ static void store_reset(void)
     g.seq = 0;
     memset(&g.c, 0, sizeof g.c);
     g.c.max_concurrency = g.inflight_api;
+    g.busy_s = g.first_admit = g.last_done = 0;
     for (struct user *u = g.users; u; u = u->next) user_reset(u);
     g.reset_counter = g.fail503_counter = g.part_counter = g.batch_no = 0;
 }
@@ -4462,6 +4472,7 @@ struct req {
     int too_large;
     struct user *user;          /* counted in user->inflight */
     int api_counted;            /* counted in g.inflight_api */
+    double t_admit;             /* monotonic, when it was counted */
     int pre_status, pre_ra;     /* decided at admission: 401 / 429 */
     char pre_code[16], pre_msg[256];
     int do_reset;
@@ -4501,7 +4512,15 @@ static void completed(void *cls, struct MHD_Connection *c, void **req_cls, enum 
     if (!q) return;
     pthread_mutex_lock(&g.mu);
     if (q->user) q->user->inflight--;
-    if (q->api_counted) g.inflight_api--;
+    if (q->api_counted) {
+        g.inflight_api--;
+        /* Only requests admitted since the last reset count. */
+        if (g.first_admit > 0 && q->t_admit >= g.first_admit) {
+            double now = mono_now();
+            g.busy_s += now - q->t_admit;
+            g.last_done = now;
+        }
+    }
     if (q->prev) q->prev->next = q->next;
     else g.live = q->next;
     if (q->next) q->next->prev = q->prev;
@@ -4563,6 +4582,8 @@ static void admit_api(struct MHD_Connection *c, struct req *q)
     pthread_mutex_lock(&g.mu);
     g.c.requests++;
     q->api_counted = 1;
+    q->t_admit = mono_now();
+    if (g.first_admit == 0) g.first_admit = q->t_admit;
     if (++g.inflight_api > g.c.max_concurrency) g.c.max_concurrency = g.inflight_api;
     q->latency_ms = g.cfg.latency_ms;
     if (!ov || strcmp(ov, "4.0") || !omv || strcmp(omv, "4.0") || !acc || !strcasestr(acc, "application/json"))

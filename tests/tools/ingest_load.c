@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "tests/tools/load_vendor.h"
+
 static const char *url, *userpwd;
 static double seconds;
 static int per_request = 1;
@@ -40,20 +42,6 @@ static size_t sink(char *p, size_t s, size_t n, void *ud)
     return s * n;
 }
 
-static size_t idoc(char *out, size_t cap, unsigned long long docnum)
-{
-    return (size_t)snprintf(out, cap,
-        "<IDOC BEGIN=\"1\"><EDI_DC40 SEGMENT=\"1\"><TABNAM>EDI_DC40</TABNAM><MANDT>100</MANDT>"
-        "<DOCNUM>%016llu</DOCNUM><DOCREL>740</DOCREL><STATUS>30</STATUS><DIRECT>1</DIRECT>"
-        "<OUTMOD>2</OUTMOD><IDOCTYP>CREMAS05</IDOCTYP><MESTYP>CREMAS</MESTYP><SNDPOR>SAPLOAD</SNDPOR>"
-        "<SNDPRT>LS</SNDPRT><SNDPRN>LOADCLNT100</SNDPRN><RCVPOR>MLCONN</RCVPOR><RCVPRT>LS</RCVPRT>"
-        "<RCVPRN>MLCONNECT</RCVPRN><CREDAT>20261128</CREDAT><CRETIM>101500</CRETIM></EDI_DC40>"
-        "<E1LFA1M SEGMENT=\"1\"><MSGFN>005</MSGFN><LIFNR>%010llu</LIFNR><NAME1>Load Vendor %llu</NAME1>"
-        "<STRAS>Industriestrasse 1</STRAS><ORT01>Walldorf</ORT01><PSTLZ>69190</PSTLZ><LAND1>DE</LAND1>"
-        "</E1LFA1M></IDOC>",
-        docnum, 100000 + docnum % 1000000, docnum);
-}
-
 static void *worker(void *arg)
 {
     (void)arg;
@@ -71,12 +59,12 @@ static void *worker(void *arg)
     int consecutive = 0;
     unsigned long long *docs = calloc((size_t)per_request, sizeof *docs);
     while (now() < end && consecutive < 20) {
-        size_t len = (size_t)snprintf(body, cap, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CREMAS05>");
+        size_t len = (size_t)snprintf(body, cap, "%s", LOAD_VENDOR_HEAD);
         for (int i = 0; i < per_request; i++) {
             docs[i] = atomic_fetch_add(&next_docnum, 1);
-            len += idoc(body + len, cap - len, docs[i]);
+            len += load_vendor_idoc(body + len, cap - len, docs[i]);
         }
-        len += (size_t)snprintf(body + len, cap - len, "</CREMAS05>");
+        len += (size_t)snprintf(body + len, cap - len, "%s", LOAD_VENDOR_TAIL);
         if (max_requests && atomic_load(&sent) >= max_requests) break;
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
