@@ -309,8 +309,12 @@ struct http *http_start(const struct http_opts *o, char *err, size_t errlen)
         MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_CONNECTION_TIMEOUT, o->timeout_s,
         /* Headers only: bodies never sit in MHD's pool (ingest consumes
-         * them as they arrive). 64 KiB holds any sane request head. */
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+         * them as they arrive). 32 KiB (MHD's default) holds any sane
+         * request head — SAP sends about 1 KB; a bigger head gets 431. Not
+         * more: MHD zeroes the whole pool for every request on a kept-alive
+         * connection, and at 64 KiB that memset alone was ~5 % of the
+         * ingest CPU. */
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024,
         MHD_OPTION_NOTIFY_COMPLETED, completed, h,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024,
