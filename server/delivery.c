@@ -1000,8 +1000,30 @@ static void run_job(struct worker *wk, struct job *j)
                      x->ops.v[m].warning);
         }
     }
-    if (ch && nch && queue_update(d->o.queue, ch, nch, NULL, err, sizeof err) != QUEUE_OK)
-        log_error("delivery: recording outcomes of %zu records: %s", nch, err);
+    /* If the outcomes cannot be committed (disk full, I/O error), the job
+     * is undone as far as the queue can: its records go back to PENDING
+     * with a back-off (a smaller transaction: no keystate or links), so
+     * this process sends them again instead of leaving them
+     * INFLIGHT until the next start-up. Sending again is harmless (upserts
+     * by key). If even that fails they stay INFLIGHT, and start-up puts them
+     * back. */
+    int committed = ch != NULL, requeued = 0;
+    int64_t again_ms = now + (int64_t)((d->o.retry_base_s > 1 ? d->o.retry_base_s : 1) * 1000);
+    if (ch && nch && queue_update(d->o.queue, ch, nch, NULL, err, sizeof err) != QUEUE_OK) {
+        committed = 0;
+        for (size_t i = 0; i < nch; i++) {
+            free((void *)ch[i].links);
+            ch[i] = (struct queue_change){.seq = ch[i].seq, .from_state = QUEUE_INFLIGHT,
+                                          .to_state = QUEUE_PENDING, .next_attempt_ms = again_ms,
+                                          .error = "delivery outcome could not be recorded; sent again"};
+        }
+        char err2[256];
+        requeued = queue_update(d->o.queue, ch, nch, NULL, err2, sizeof err2) == QUEUE_OK;
+        log_error("delivery: recording outcomes of %zu records (seq %llu...): %s; %s", nch,
+                  (unsigned long long)ch[0].seq, err,
+                  requeued ? "put back to pending, sent again after a back-off"
+                           : "left inflight until the next start-up");
+    }
     if (au && nau && queue_audit_append(d->o.queue, au, nau, err, sizeof err) != QUEUE_OK)
         log_error("delivery: audit: %s", err);
     log_debug("delivery: job of %zu records: %llu delivered, %llu failed, %llu retry, %llu superseded, "
@@ -1016,13 +1038,21 @@ static void run_job(struct worker *wk, struct job *j)
         if (!p) continue;
         if (p->busy) { p->busy = 0; d->nbusy--; }
         struct rec_work *x = &w[i];
-        if (x->r && x->result == RR_RETRY && ch) {
+        if (x->r && !committed && requeued) {
+            p->due_ms = again_ms;
+        } else if (x->r && !committed) {
+            if (!p->dead) { p->dead = 1; d->ndead++; }
+        } else if (x->r && x->result == RR_RETRY && ch) {
             for (size_t c = 0; c < nch; c++)
                 if (ch[c].seq == p->seq) p->due_ms = ch[c].next_attempt_ms;
         } else if (!p->dead) {
             p->dead = 1;
             d->ndead++;
         }
+    }
+    if (!committed) { /* nothing of it counts yet: all of it comes again */
+        retried = delivered + ignored + failed + superseded_n + retried;
+        delivered = ignored = failed = superseded_n = 0;
     }
     d->run.delivered += delivered + ignored;
     d->run.ignored += ignored;
