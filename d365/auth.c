@@ -32,6 +32,7 @@
  * first sentence of error_description (which holds no secret).
  */
 #include "d365/auth.h"
+#include "d365/respbuf.h"
 
 #include "common/util.h"
 
@@ -394,34 +395,6 @@ void d365_auth_destroy(struct d365_auth *a)
 /* ------------------------------------------------------------------------ */
 /* One token request (refresher only, no lock held). */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-    int overflow;
-};
-
-static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
-{
-    struct buf *b = ud;
-    size_t add = size * n;
-    if (b->len + add + 1 > RESPONSE_MAX) {
-        b->overflow = 1;
-        return 0;
-    }
-    if (b->len + add + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + add + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return 0;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, ptr, add);
-    b->len += add;
-    b->p[b->len] = 0;
-    return add;
-}
-
 /* Append "&name=<escaped value>"; value may be secret (the escaped copy is wiped). */
 static int form_add(CURL *h, char **form, size_t *len, const char *name, const char *value)
 {
@@ -502,7 +475,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
     char *form = NULL, *assertion = NULL;
     size_t flen = 0;
     int rc = -1;
-    struct buf resp = {0};
+    struct d365_respbuf resp = {.max = RESPONSE_MAX};
     struct curl_slist *hdrs = NULL;
     a->transient = 0;
 
@@ -539,7 +512,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)flen);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, d365_respbuf_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "ml-connector");
@@ -589,7 +562,7 @@ static int fetch_token(struct d365_auth *a, char **token, double *lifetime, char
 out:
     curl_slist_free_all(hdrs);
     if (resp.p) OPENSSL_cleanse(resp.p, resp.len);
-    free(resp.p);
+    d365_respbuf_free(&resp);
     wipe_free(form);
     wipe_free(assertion);
     return rc;

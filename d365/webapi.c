@@ -27,6 +27,7 @@
  * by an admin is picked up within a minute.
  */
 #include "d365/webapi.h"
+#include "d365/respbuf.h"
 
 #include "common/util.h"
 
@@ -49,12 +50,6 @@
 #define SERVICE_SUFFIX "api/data/v9.2/"
 #define RESPONSE_MAX (64u << 20)
 
-struct rbuf {
-    char *p;
-    size_t len, cap;
-    int overflow;
-};
-
 struct d365_client {
     char *root;                 /* "https://org.crm.dynamics.com/api/data/v9.2/" */
     char *service_path;         /* "/api/data/v9.2/" (with any prefix of the URL) */
@@ -63,7 +58,7 @@ struct d365_client {
     struct d365_auth *auth;
     struct d365_governor *gov;
     CURL *h;
-    struct rbuf body;
+    struct d365_respbuf body;
     char token[D365_TOKEN_MAX];
     char auth_header[D365_TOKEN_MAX + 32];
     uint64_t batch_seq;
@@ -147,28 +142,6 @@ void d365_op_reset(struct d365_op *ops, size_t n)
 /* ------------------------------------------------------------------------ */
 /* Client */
 
-static size_t on_body(char *ptr, size_t size, size_t n, void *ud)
-{
-    struct rbuf *b = ud;
-    size_t add = size * n;
-    if (b->len + add + 1 > RESPONSE_MAX) {
-        b->overflow = 1;
-        return 0;
-    }
-    if (b->len + add + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 16384;
-        while (cap < b->len + add + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return 0;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, ptr, add);
-    b->len += add;
-    b->p[b->len] = 0;
-    return add;
-}
-
 struct d365_client *d365_client_create(const struct d365_client_config *cfg, struct d365_auth *auth,
                                        struct d365_governor *gov, char *err, size_t errlen)
 {
@@ -190,6 +163,7 @@ struct d365_client *d365_client_create(const struct d365_client_config *cfg, str
     }
     struct d365_client *c = calloc(1, sizeof *c);
     if (!c) goto oom;
+    c->body.max = RESPONSE_MAX;
     c->h = curl_easy_init();
     if (!c->h) goto oom;
     /* root = url without trailing slashes + "/api/data/v9.2/" */
@@ -228,7 +202,7 @@ void d365_client_destroy(struct d365_client *c)
     if (c->h) curl_easy_cleanup(c->h);
     free(c->root);
     free(c->service_path);
-    free(c->body.p);
+    d365_respbuf_free(&c->body);
     /* the token is not a long-term secret, but no reason to leave it around */
     memset(c->token, 0, sizeof c->token);
     memset(c->auth_header, 0, sizeof c->auth_header);
@@ -244,9 +218,7 @@ static void perform(struct d365_client *c, const struct req *q, struct resp *r)
     struct curl_slist *hd = NULL;
     char line[512];
     memset(r, 0, sizeof *r);
-    c->body.len = 0;
-    c->body.overflow = 0;
-    if (c->body.p) c->body.p[0] = 0;
+    d365_respbuf_reset(&c->body);
 
     snprintf(c->auth_header, sizeof c->auth_header, "Authorization: Bearer %s", c->token);
     hd = curl_slist_append(hd, c->auth_header);
@@ -290,7 +262,7 @@ static void perform(struct d365_client *c, const struct req *q, struct resp *r)
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_USERAGENT, "ml-connector");
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, d365_respbuf_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &c->body);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, r->errbuf);
     if (strcasecmp(q->method, "GET") == 0) {

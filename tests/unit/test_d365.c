@@ -41,6 +41,7 @@
 #include "d365/batch.h"
 #include "d365/d365.h"
 #include "d365/governor.h"
+#include "d365/respbuf.h"
 #include "d365/webapi.h"
 
 static double now_s(void)
@@ -1659,6 +1660,36 @@ static void test_api_lookup(void **state)
     assert_int_equal(d365_lookup_id(f->c, "pricelevels", "name", "y", id, err, sizeof err), D365_LOOKUP_FOUND);
 }
 
+/* The response buffer: appends stay NUL-terminated, the limit stops the
+ * transfer and says so, reset empties it for the next response. */
+static void test_respbuf(void **state)
+{
+    (void)state;
+    struct d365_respbuf b = {.max = 40000};
+    char chunk[10000];
+    memset(chunk, 'x', sizeof chunk);
+    assert_int_equal(d365_respbuf_write(chunk, 1, 10, &b), 10);
+    assert_int_equal(b.len, 10);
+    assert_int_equal(strlen(b.p), 10);
+    for (int i = 0; i < 3; i++) assert_int_equal(d365_respbuf_write(chunk, 100, 100, &b), 10000);
+    assert_int_equal(b.len, 30010);
+    assert_int_equal(b.p[b.len], 0);
+    assert_false(b.overflow);
+    /* 40,010 bytes + NUL would pass the limit: refused, nothing appended */
+    assert_int_equal(d365_respbuf_write(chunk, 1, sizeof chunk, &b), 0);
+    assert_true(b.overflow);
+    assert_int_equal(b.len, 30010);
+    d365_respbuf_reset(&b);
+    assert_int_equal(b.len, 0);
+    assert_false(b.overflow);
+    assert_string_equal(b.p, "");
+    assert_int_equal(d365_respbuf_write("ok", 1, 2, &b), 2);
+    assert_string_equal(b.p, "ok");
+    d365_respbuf_free(&b);
+    assert_null(b.p);
+    assert_int_equal(b.len, 0);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -1668,6 +1699,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_jwt_ps256, cert_setup, cert_teardown),
         cmocka_unit_test_setup_teardown(test_jwt_rs256, cert_setup, cert_teardown),
         cmocka_unit_test_setup_teardown(test_auth_config_errors, cert_setup, cert_teardown),
+        cmocka_unit_test(test_respbuf),
         cmocka_unit_test(test_aadsts_table),
         cmocka_unit_test(test_base64url),
         cmocka_unit_test(test_batch_build_exact),
