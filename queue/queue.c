@@ -1763,18 +1763,24 @@ static int change_one(struct tx *t, uint64_t seq, int from, int to,
     return t->rc ? -1 : 1;
 }
 
-/* Shared body of queue_set_state (c == NULL) and queue_update. */
+static int audit_put(struct tx *t, const struct queue_audit *a, size_t n, uint64_t *first_out);
+
+/* Shared body of queue_set_state (c == NULL), queue_update and
+ * queue_update_audited (a, na: audit entries written in the same txn;
+ * *audit_dropped set when the quota kept them out). */
 static int change_many(struct queue *q, const uint64_t *seqs, const struct queue_change *c,
-                       size_t n, int from, int to, size_t *changed, char *err,
-                       size_t errlen)
+                       size_t n, int from, int to, struct queue_audit *a, size_t na,
+                       int *audit_dropped, size_t *changed, char *err, size_t errlen)
 {
     if (changed)
         *changed = 0;
+    if (audit_dropped)
+        *audit_dropped = 0;
     if (q->readonly) {
         util_seterr(err, errlen, "queue is open readonly");
         return QUEUE_ERR_INVALID;
     }
-    if (n == 0)
+    if (n == 0 && na == 0)
         return QUEUE_OK;
     struct tx t;
     if (tx_begin(q, &t, false))
@@ -1799,8 +1805,18 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
         moved += (size_t)r;
     }
     free(sb.p);
-    if (moved == 0 && !t.rc) {
+    /* The audit of a delivery job rides in the same transaction as its
+     * outcomes: one commit and one fsync instead of two. */
+    uint64_t first = 0;
+    int dropped = 0;
+    if (na && !t.rc) {
+        int r = audit_put(&t, a, na, &first);
+        dropped = r == 1; /* over quota: the outcomes still go in */
+    }
+    if (moved == 0 && (na == 0 || dropped) && !t.rc) {
         tx_abort(&t); /* nothing changed: spare the fsync */
+        if (audit_dropped)
+            *audit_dropped = dropped;
         return QUEUE_OK;
     }
     /* Same durable commit as appends: a replay or a delivery outcome that was
@@ -1809,6 +1825,10 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
         return tx_status(&t, err, errlen);
     if (changed)
         *changed = moved;
+    if (audit_dropped)
+        *audit_dropped = dropped;
+    for (size_t i = 0; na && !dropped && i < na; i++)
+        a[i].id = first + i; /* only once they exist */
     return QUEUE_OK;
 }
 
@@ -1819,7 +1839,7 @@ int queue_set_state(struct queue *q, const uint64_t *seqs, size_t n, int from_st
         util_seterr(err, errlen, "queue_set_state: bad argument");
         return QUEUE_ERR_INVALID;
     }
-    return change_many(q, seqs, NULL, n, from_state, to_state, changed, err, errlen);
+    return change_many(q, seqs, NULL, n, from_state, to_state, NULL, 0, NULL, changed, err, errlen);
 }
 
 static int check_link(const struct queue *q, const char *key, const char *value,
@@ -1828,7 +1848,14 @@ static int check_link(const struct queue *q, const char *key, const char *value,
 int queue_update(struct queue *q, const struct queue_change *c, size_t n,
                  size_t *changed, char *err, size_t errlen)
 {
-    if (!q || (n && !c)) {
+    return queue_update_audited(q, c, n, NULL, 0, NULL, changed, err, errlen);
+}
+
+int queue_update_audited(struct queue *q, const struct queue_change *c, size_t n,
+                         struct queue_audit *a, size_t na, int *audit_dropped,
+                         size_t *changed, char *err, size_t errlen)
+{
+    if (!q || (n && !c) || (na && !a)) {
         util_seterr(err, errlen, "queue_update: bad argument");
         return QUEUE_ERR_INVALID;
     }
@@ -1860,7 +1887,7 @@ int queue_update(struct queue *q, const struct queue_change *c, size_t n,
             }
         }
     }
-    return change_many(q, NULL, c, n, -1, -1, changed, err, errlen);
+    return change_many(q, NULL, c, n, -1, -1, a, na, audit_dropped, changed, err, errlen);
 }
 
 int queue_move_all(struct queue *q, int from_state, int to_state, size_t *changed,
@@ -1917,7 +1944,7 @@ int queue_move_all(struct queue *q, int from_state, int to_state, size_t *change
         if (n == 0)
             break;
         size_t moved = 0;
-        status = change_many(q, seqs, NULL, n, from_state, to_state, &moved, err, errlen);
+        status = change_many(q, seqs, NULL, n, from_state, to_state, NULL, 0, NULL, &moved, err, errlen);
         if (status == QUEUE_ERR_NOTFOUND) {
             /* bystate named it, so the record must exist (invariant I3). */
             util_seterr(err, errlen, "queue store inconsistent: bystate lists a missing record");
@@ -2315,6 +2342,72 @@ static void seq_id_key(unsigned char k[16], uint64_t seq, uint64_t id)
     put_be64(k + 8, id);
 }
 
+/* Write audit entries inside t. Returns 0 when written (ids first.. are
+ * put into *first), 1 when they would take the store over its quota
+ * (nothing written, t still usable), -1 on an LMDB failure (t failed). */
+static int audit_put(struct tx *t, const struct queue_audit *a, size_t n, uint64_t *first_out)
+{
+    struct queue *q = t->q;
+    uint64_t first = tx_get_u64(t, "next_audit");
+    if (first == 0)
+        first = 1;
+
+    /* The audit is bookkeeping: it must not eat the headroom above the quota
+     * that records and their state changes need. Measured in this txn. */
+    uint64_t used = 0, est = 0;
+    if (!t->rc) {
+        int rc = used_bytes(q, t->txn, &used);
+        if (rc)
+            tx_fail(t, rc, "mdb_stat");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct sv v[AUD_NSTR];
+        aud_strs(&a[i], v);
+        est += pair_cost(q->psize, 8, AUD_HDR + svs_size(v, AUD_NSTR));
+        if (a[i].seq)
+            est += pair_cost(q->psize, 16, 0);
+    }
+    if (t->rc)
+        return -1;
+    if (used + est > q->quota)
+        return 1;
+
+    int64_t now = now_ms();
+    static const unsigned char empty = 0;
+    for (size_t i = 0; i < n && !t->rc; i++) {
+        uint64_t id = first + i;
+        struct sv v[AUD_NSTR];
+        aud_strs(&a[i], v);
+        unsigned char kb[16];
+        put_be64(kb, id);
+        MDB_val k = { 8, kb }, val = { AUD_HDR + svs_size(v, AUD_NSTR), NULL };
+        /* Ids only grow: MDB_APPEND (and MDB_KEYEXIST rather than an
+         * overwrite should the counter ever lag behind the data). */
+        tx_put(t, q->audit, "mdb_put(audit)", &k, &val, MDB_APPEND | MDB_RESERVE);
+        if (t->rc)
+            break;
+        aud_encode(val.mv_data, &a[i], a[i].time_ms ? a[i].time_ms : now, v);
+        if (a[i].seq) {
+            seq_id_key(kb, a[i].seq, id);
+            MDB_val ik = { 16, kb }, ev = { 0, (void *)&empty };
+            tx_put(t, q->auditbyseq, "mdb_put(auditbyseq)", &ik, &ev, 0);
+        }
+    }
+    tx_put_u64(t, "next_audit", first + n);
+    if (t->rc)
+        return -1;
+    *first_out = first;
+    return 0;
+}
+
+static void quota_msg(struct queue *q, struct tx *t, char *err, size_t errlen)
+{
+    uint64_t used = 0;
+    used_bytes(q, t->txn, &used);
+    util_seterr(err, errlen, "queue over quota: %llu MiB used of %llu MiB, audit not written",
+                (unsigned long long)mib_up(used), (unsigned long long)(q->quota / MIB));
+}
+
 int queue_audit_append(struct queue *q, struct queue_audit *a, size_t n, char *err,
                        size_t errlen)
 {
@@ -2329,55 +2422,14 @@ int queue_audit_append(struct queue *q, struct queue_audit *a, size_t n, char *e
     struct tx t;
     if (tx_begin(q, &t, false))
         return tx_status(&t, err, errlen);
-    uint64_t first = tx_get_u64(&t, "next_audit");
-    if (first == 0)
-        first = 1;
-
-    /* The audit is bookkeeping: it must not eat the headroom above the quota
-     * that records and their state changes need. Measured in this txn. */
-    uint64_t used = 0, est = 0;
-    if (!t.rc) {
-        int rc = used_bytes(q, t.txn, &used);
-        if (rc)
-            tx_fail(&t, rc, "mdb_stat");
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct sv v[AUD_NSTR];
-        aud_strs(&a[i], v);
-        est += pair_cost(q->psize, 8, AUD_HDR + svs_size(v, AUD_NSTR));
-        if (a[i].seq)
-            est += pair_cost(q->psize, 16, 0);
-    }
-    if (!t.rc && used + est > q->quota) {
+    uint64_t first = 0;
+    int r = audit_put(&t, a, n, &first);
+    if (r == 1) {
+        quota_msg(q, &t, err, errlen);
         tx_abort(&t);
-        util_seterr(err, errlen, "queue over quota: %llu MiB used of %llu MiB, audit not written",
-               (unsigned long long)mib_up(used), (unsigned long long)(q->quota / MIB));
         return QUEUE_ERR_QUOTA;
     }
-
-    int64_t now = now_ms();
-    static const unsigned char empty = 0;
-    for (size_t i = 0; i < n && !t.rc; i++) {
-        uint64_t id = first + i;
-        struct sv v[AUD_NSTR];
-        aud_strs(&a[i], v);
-        unsigned char kb[16];
-        put_be64(kb, id);
-        MDB_val k = { 8, kb }, val = { AUD_HDR + svs_size(v, AUD_NSTR), NULL };
-        /* Ids only grow: MDB_APPEND (and MDB_KEYEXIST rather than an
-         * overwrite should the counter ever lag behind the data). */
-        tx_put(&t, q->audit, "mdb_put(audit)", &k, &val, MDB_APPEND | MDB_RESERVE);
-        if (t.rc)
-            break;
-        aud_encode(val.mv_data, &a[i], a[i].time_ms ? a[i].time_ms : now, v);
-        if (a[i].seq) {
-            seq_id_key(kb, a[i].seq, id);
-            MDB_val ik = { 16, kb }, ev = { 0, (void *)&empty };
-            tx_put(&t, q->auditbyseq, "mdb_put(auditbyseq)", &ik, &ev, 0);
-        }
-    }
-    tx_put_u64(&t, "next_audit", first + n);
-    if (tx_commit(&t))
+    if (r < 0 || tx_commit(&t))
         return tx_status(&t, err, errlen);
     for (size_t i = 0; i < n; i++)
         a[i].id = first + i; /* only once they exist */

@@ -397,4 +397,14 @@ int queue_prune(struct queue *q, int64_t cutoff_ms, int64_t audit_cutoff_ms,
 int queue_update(struct queue *q, const struct queue_change *c, size_t n,
                  size_t *changed, char *err, size_t errlen);
 
+/* queue_update plus audit entries (as queue_audit_append) in the same
+ * transaction: one commit and one fsync for a delivery job's outcomes and
+ * its audit. When the entries would take the store over its quota the
+ * changes are still applied, the audit is left out and *audit_dropped is
+ * set (may be NULL); otherwise a[i].id is assigned. A failure writes
+ * neither. */
+int queue_update_audited(struct queue *q, const struct queue_change *c, size_t n,
+                         struct queue_audit *a, size_t na, int *audit_dropped,
+                         size_t *changed, char *err, size_t errlen);
+
 #endif

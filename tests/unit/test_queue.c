@@ -1783,6 +1783,62 @@ static void test_audit(void **state)
     queue_close(q);
 }
 
+/* A delivery job's outcomes and its audit in one transaction: both land,
+ * ids are assigned; an unknown seq fails the call and writes neither. */
+static void test_update_audited(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    uint64_t s1, s2;
+    assert_int_equal(append1(q, "UA1", 300, QUEUE_PENDING, &s1, NULL), QUEUE_OK);
+    assert_int_equal(append1(q, "UA2", 300, QUEUE_PENDING, &s2, NULL), QUEUE_OK);
+    const uint64_t both[] = { s1, s2 };
+    assert_int_equal(queue_set_state(q, both, 2, QUEUE_PENDING, QUEUE_INFLIGHT, NULL, err, sizeof err),
+                     QUEUE_OK); /* claimed */
+    struct queue_change c[2] = {
+        { .seq = s1, .from_state = QUEUE_INFLIGHT, .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+          .add_attempts = 1, .applied_keys = "vendor:UA1" },
+        { .seq = s2, .from_state = QUEUE_INFLIGHT, .to_state = QUEUE_PENDING, .next_attempt_ms = 5,
+          .add_attempts = 1, .error = "503" },
+    };
+    struct queue_audit a[3] = { { .kind = "attempt", .seq = s1, .http_status = 204 },
+                                { .kind = "attempt", .seq = s2, .http_status = 503 },
+                                { .kind = "warning", .seq = s1, .message = "two accounts" } };
+    int dropped = -1;
+    size_t changed = 0;
+    assert_int_equal(queue_update_audited(q, c, 2, a, 3, &dropped, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(changed, 2);
+    assert_int_equal(a[0].id, 1);
+    assert_int_equal(a[2].id, 3);
+    const uint64_t by1[] = { 3, 1 }, by2[] = { 2 };
+    assert_ids(alist(q, s1, 0, 0, 0), by1, 2);
+    assert_ids(alist(q, s2, 0, 0, 0), by2, 1);
+    struct queue_record *r = NULL;
+    assert_int_equal(queue_get(q, s1, 0, &r, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r->state, QUEUE_DELIVERED);
+    queue_record_free(r);
+    struct queue_keystate ks;
+    assert_int_equal(queue_keystate_get(q, "vendor:UA1", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, s1);
+    /* Audit alone (no change) still commits. */
+    struct queue_audit lone = { .kind = "run" };
+    assert_int_equal(queue_update_audited(q, NULL, 0, &lone, 1, NULL, NULL, err, sizeof err), QUEUE_OK);
+    assert_int_equal(lone.id, 4);
+    /* Unknown seq: nothing of the call is written. */
+    struct queue_change bad = { .seq = 999, .from_state = -1, .to_state = QUEUE_FAILED, .next_attempt_ms = -1 };
+    struct queue_audit more = { .kind = "attempt", .seq = 999 };
+    assert_int_equal(queue_update_audited(q, &bad, 1, &more, 1, NULL, NULL, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_int_equal(more.id, 0);
+    const uint64_t all[] = { 4, 3, 2, 1 };
+    assert_ids(alist(q, 0, 0, 0, 0), all, 4);
+    assert_consistent(q);
+    queue_close(q);
+}
+
 static void test_audit_quota(void **state)
 {
     struct fx *f = *state;
@@ -1808,6 +1864,21 @@ static void test_audit_quota(void **state)
     assert_non_null(strstr(err, "audit not written"));
     assert_int_equal(a[0].id, 0);
     assert_ids(alist(q, 0, 0, 0, 0), NULL, 0);
+    /* Outcomes with that audit in one call: the outcome is applied, the
+     * audit left out and said so. */
+    int dropped = 0;
+    size_t changed = 0;
+    struct queue_change c2 = { .seq = 2, .from_state = QUEUE_PENDING, .to_state = QUEUE_FAILED,
+                               .next_attempt_ms = -1, .error = "400 bad" };
+    assert_int_equal(queue_update_audited(q, &c2, 1, a, 200, &dropped, &changed, err, sizeof err), QUEUE_OK);
+    assert_int_equal(dropped, 1);
+    assert_int_equal(changed, 1);
+    assert_int_equal(a[0].id, 0);
+    assert_ids(alist(q, 0, 0, 0, 0), NULL, 0);
+    struct queue_record *r2 = NULL;
+    assert_int_equal(queue_get(q, 2, 0, &r2, err, sizeof err), QUEUE_OK);
+    assert_int_equal(r2->state, QUEUE_FAILED);
+    queue_record_free(r2);
     /* Bookkeeping that delivery needs is not refused. */
     assert_int_equal(queue_link_put(q, "vendor:1", "x", err, sizeof err), QUEUE_OK);
     deliver(q, 1, "vendor:1");
@@ -2458,6 +2529,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keystate_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_links, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_audited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_fields, setup, teardown),
