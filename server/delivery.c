@@ -184,11 +184,18 @@ struct job {
     struct job *next;
 };
 
+struct rec_work;
+
 struct worker {
     struct delivery *d;
     pthread_t thread;
     struct d365_client *client;
     unsigned id;
+    /* The job's per-record state, kept across jobs: a few KiB a record, and
+     * a fresh allocation per job came back from the kernel as zero pages
+     * to fault in one by one (7 % of the delivery CPU). */
+    struct rec_work *w;
+    size_t wcap;
 };
 
 struct delivery {
@@ -837,8 +844,14 @@ static void conclude(struct delivery *d, struct rec_work *w, struct d365_op *ops
 static void run_job(struct worker *wk, struct job *j)
 {
     struct delivery *d = wk->d;
-    struct rec_work *w = calloc(j->n, sizeof *w);
-    if (!w) return;
+    if (j->n > wk->wcap) {
+        struct rec_work *nw = realloc(wk->w, j->n * sizeof *nw);
+        if (!nw) return;
+        wk->w = nw;
+        wk->wcap = j->n;
+    }
+    struct rec_work *w = wk->w;
+    memset(w, 0, j->n * sizeof *w);
     char err[ERRTEXT];
     size_t nops = 0;
     for (size_t i = 0; i < j->n; i++) {
@@ -1096,7 +1109,6 @@ static void run_job(struct worker *wk, struct job *j)
     free(au);
     free(ch);
     free(ops);
-    free(w);
 }
 
 static void *worker_main(void *arg)
@@ -1325,7 +1337,10 @@ void delivery_stop(struct delivery *d, long grace_ms)
         free(j);
         j = nx;
     }
-    for (unsigned i = 0; i < d->nworkers; i++) d365_client_destroy(d->workers[i].client);
+    for (unsigned i = 0; i < d->nworkers; i++) {
+        d365_client_destroy(d->workers[i].client);
+        free(d->workers[i].w);
+    }
     for (size_t i = 0; i < d->npend; i++) free(d->pend[i].keys);
     free(d->pend);
     free(d->held.k);
