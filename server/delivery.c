@@ -417,9 +417,9 @@ static void schedule_next(struct delivery *d)
 
 /* Records per job. A job holds about one batch of operations (records map
  * to one op or a few, so batch_size records is a fair cut) — times k when a
- * backlog waits: a job costs three commits (claim, outcomes, audit) whatever
- * its size, and with 20,000 records waiting those commits were a quarter of
- * the delivery CPU. k is chosen so that the waiting records still make at
+ * backlog waits: a job costs two commits (the claim; the outcomes with their
+ * audit), each with its fsync, whatever its size. k is chosen so that the
+ * waiting records still make at
  * least four jobs per worker (the last jobs of a run come out small, so the
  * workers finish together), at most JOB_BATCHES_MAX batches: the outcomes
  * of a job are committed, and shown, only when all of its batches are done. */
