@@ -58,12 +58,14 @@ UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(sort $(wildcard tests/tools/*.c test-fixtures/*.c))
 TOOL_BIN  := $(patsubst %.c,$(BUILD)/tools/%,$(notdir $(TOOL_SRC)))
+PRELOAD_SRC := $(sort $(wildcard tests/preload/*.c))
+PRELOAD_SO  := $(PRELOAD_SRC:tests/preload/%.c=$(BUILD)/preload/%.so)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 HDRS      := $(wildcard */*.h tests/*/*.h)
 
 .PHONY: all test check bench demo clean deps
-all: $(BUILD)/ml-connector $(TOOL_BIN)
+all: $(BUILD)/ml-connector $(TOOL_BIN) $(PRELOAD_SO)
 
 deps:
 	scripts/install-deps.sh
@@ -89,6 +91,12 @@ $(BUILD)/tools/$(notdir $(basename $(1))): $(1) $(BUILD)/libmlc.a $(HDRS)
 	$$(CC) $$(CFLAGS_ALL) $$(LDFLAGS_ALL) -o $$@ $$< $(BUILD)/libmlc.a $$(PKG_LIBS) $$(LDLIBS_ALL)
 endef
 $(foreach s,$(TOOL_SRC),$(eval $(call tool_rule,$(s))))
+
+# Fault-injection libraries for tests (LD_PRELOAD into the real binary):
+# plain flags, never sanitizers, whatever the build.
+$(BUILD)/preload/%.so: tests/preload/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -shared -fPIC -o $@ $< -ldl
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libmlc.a $(HDRS)
 	@mkdir -p $(dir $@)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Faults on the Dataverse side: latency, 503 bursts and connection resets
 # lose nothing; a permanent 400 fails only its record, with Dataverse's own
-# message; after the mapping is fixed, `queue replay` delivers it.
+# message; after the mapping is fixed, `queue replay` delivers it. A fault
+# on our own side: the disk refuses the commit of a job's outcomes.
 . "$(dirname "$0")/lib.sh"
 
 fake_start --latency-ms 20 --fail-503-every 7 --reset-every 13
@@ -68,4 +69,28 @@ check "the long name arrived truncated to 160" python3 -c "
 import json; d=json.load(open('$T/dump.json'))
 a=[a for a in d['records']['accounts'] if a.get('mlc_sapvendorid')=='0000777001'][0]; assert len(a['name'])==160, len(a['name'])"
 mlc_stop
+
+# The disk refuses the outcome commit (fdatasync -> EIO, injected with
+# tests/preload/fault_fsync.so while a job is in flight): the job's records
+# go back to pending and are sent again, not left inflight until a restart.
+rm -rf "$T/queue"
+curl -s -X POST "$DV_URL/_fake/reset" >/dev/null
+fake_config '{"latency_ms": 1000, "fail_503_every": 0, "reset_every": 0}'
+SCHEDULE=continuous DELIVERY='"workers": 1, "retry_base_s": 1, "retry_cap_s": 2' mlc_config 64 8
+export MLC_FAULT_FSYNC=$T/fail-next-fsync
+MLC_PRELOAD=$MLC_ROOT/$MLC_BUILD/preload/fault_fsync.so mlc_start
+eq "POST a packet of 3 vendors" "$(post "$FIX/idoc/cremas06_packet.xml")" 200
+sleep 0.4 # claimed and on the wire (the fake answers after 1 s)
+: >"$MLC_FAULT_FSYNC"
+check "the fault was hit" wait_for_gone "$MLC_FAULT_FSYNC" 10
+check "all 3 delivered after all" wait_settled 3 20
+eq "none failed" "$(qcount failed)" 0
+eq "none left inflight" "$(qcount inflight)" 0
+check "the log says they were put back to pending" grep -q 'put back to pending' "$T/server.log"
+fake_dump
+eq "three accounts" "$(dumpq "len(d['records']['accounts'])")" 3
+check "sent twice (the first outcome was lost, upserts make that harmless)" \
+  [ "$(dumpq "sum(1 for e in d['log'] if e.get('set') == 'accounts')")" -ge 6 ]
+mlc_stop
+unset MLC_FAULT_FSYNC
 mlc_finish

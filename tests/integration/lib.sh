@@ -66,7 +66,13 @@ JSON
 # log "listening on" within 10 s.
 mlc_start() {
   : >"$T/server.log"
-  "$BIN" serve -c "$T/config.json" >>"$T/server.log" 2>&1 &
+  # MLC_PRELOAD: a fault library (build/preload/*.so) for this server only.
+  if [ -n "${MLC_PRELOAD:-}" ]; then
+    LD_PRELOAD=$MLC_PRELOAD ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0 \
+      "$BIN" serve -c "$T/config.json" >>"$T/server.log" 2>&1 &
+  else
+    "$BIN" serve -c "$T/config.json" >>"$T/server.log" 2>&1 &
+  fi
   SERVER_PID=$!
   local i
   for i in $(seq 1 200); do
@@ -139,6 +145,12 @@ fake_config() { curl -s -X POST -d "$1" "$DV_URL/_fake/config" >/dev/null; }
 # dumpq 'python expression over d (the dump)'
 dumpq() { python3 -c "import json; d=json.load(open('$T/dump.json')); print($1)"; }
 # wait_settled N SECONDS: until delivered+failed+ignored >= N (or time out)
+# wait_for_gone FILE SECONDS: until FILE no longer exists.
+wait_for_gone() {
+  local i
+  for i in $(seq 1 $(($2 * 20))); do [ -e "$1" ] || return 0; sleep 0.05; done
+  return 1
+}
 wait_settled() {
   local want=$1 secs=$2 i got=0
   for i in $(seq 1 $((secs * 10))); do
