@@ -353,6 +353,26 @@ static void index_refresh(struct delivery *d)
     if (queue_list(d->o.queue, QUEUE_PENDING, 0, 0, load_cb, &c, err, sizeof err) != QUEUE_OK)
         log_error("delivery: reloading pending records: %s", err);
     qsort(d->pend, d->npend, sizeof *d->pend, cmp_pend);
+    /* A record can be PENDING in the queue and busy here at once (its job's
+     * claim failed, and the worker has not yet let go of it): the reload
+     * then brought it in a second time. Keep the busy entry — the worker
+     * will find it — and drop the copy, or the worker clears the copy and
+     * the busy one holds its keys for ever. */
+    size_t w = 0;
+    for (size_t i = 0; i < d->npend; i++) {
+        if (w > 0 && d->pend[w - 1].seq == d->pend[i].seq) {
+            struct pend *keep = &d->pend[w - 1], *other = &d->pend[i];
+            if (other->busy && !keep->busy) {
+                struct pend t = *keep;
+                *keep = *other;
+                *other = t;
+            }
+            free(other->keys);
+            continue;
+        }
+        d->pend[w++] = d->pend[i];
+    }
+    d->npend = w;
     d->max_seen = 0;
     for (size_t i = 0; i < d->npend; i++)
         if (d->pend[i].seq > d->max_seen) d->max_seen = d->pend[i].seq;
