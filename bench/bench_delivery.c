@@ -17,6 +17,7 @@
  * "records N seconds S rate R requests Q non2xx E"; exit 1 if any request
  * failed, 2 on bad arguments or if the requests cannot be built.
  */
+#include "common/util.h"
 #include "config/mapping.h"
 #include "d365/batch.h"
 #include "d365/d365.h"
@@ -28,13 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static size_t sink(char *p, size_t s, size_t n, void *ud)
 {
@@ -177,7 +171,7 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURLM *m = curl_multi_init();
     struct slot *slots = calloc((size_t)conc, sizeof *slots);
-    double t0 = now();
+    double t0 = util_mono_s();
     unsigned long long requests = 0, bad = 0;
     for (int i = 0; i < conc; i++) {
         struct slot *s = &slots[i];
@@ -209,7 +203,7 @@ int main(int argc, char **argv)
         }
         if (running) curl_multi_poll(m, NULL, 0, 100, NULL);
     }
-    double secs = now() - t0;
+    double secs = util_mono_s() - t0;
     printf("records %llu seconds %.3f rate %.0f requests %llu non2xx %llu\n", n, secs, (double)n / secs, requests, bad);
     for (int i = 0; i < conc; i++) {
         curl_slist_free_all(slots[i].hdr);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 
 void util_seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -46,4 +47,11 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
     *out = buf;
     if (len) *len = n;
     return 0;
+}
+
+double util_mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

@@ -1,6 +1,6 @@
 /*
  * util — the few helpers every layer needs: the caller-supplied error
- * buffer, and reading a whole file.
+ * buffer, reading a whole file, and the monotonic clock.
  *
  * Threads: any thread.
  */
@@ -17,5 +17,9 @@ void util_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((
  * *len without the NUL, len may be NULL). max > 0 refuses larger files
  * (errno EFBIG). Returns 0, or -1 with errno set. */
 int util_read_file(const char *path, size_t max, char **out, size_t *len);
+
+/* Seconds on CLOCK_MONOTONIC (for timeouts, windows and durations: wall-
+ * clock jumps must not stretch or shorten them). */
+double util_mono_s(void);
 
 #endif

@@ -83,12 +83,6 @@ struct d365_auth {
 };
 
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static char *dupstr(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -584,10 +578,10 @@ static int copy_token(const struct d365_auth *a, char *buf, size_t bufsz, char *
 int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, size_t errlen)
 {
     int rc, waited = 0;
-    double wait_deadline = mono_now() + (double)(a->connect_timeout_ms + a->timeout_ms) / 1000.0 + 5;
+    double wait_deadline = util_mono_s() + (double)(a->connect_timeout_ms + a->timeout_ms) / 1000.0 + 5;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        double now = mono_now();
+        double now = util_mono_s();
         int valid = a->token && now < a->usable_until;
         if (valid && (now < a->renew_at || a->fetching || now < a->next_attempt_at)) {
             /* Fresh, or due but somebody is renewing / renewal is backing off. */
@@ -626,7 +620,7 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
         }
         pthread_mutex_lock(&a->mu);
         a->fetching = 0;
-        now = mono_now();
+        now = util_mono_s();
         if (fr == 0) {
             wipe_free(a->token);
             a->token = tok;

@@ -111,4 +111,7 @@ enum d365_outcome d365_classify(const char *method, int status, const char *code
 /* Clear the output fields of ops[0..n-1]. */
 void d365_op_reset(struct d365_op *ops, size_t n);
 
+/* 1 if s is a GUID in Dataverse's text form (8-4-4-4-12 hex digits). */
+int d365_is_guid(const char *s);
+
 #endif

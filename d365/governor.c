@@ -28,6 +28,7 @@
 #include "d365/governor.h"
 
 #include "common/log.h"
+#include "common/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -48,12 +49,6 @@ struct d365_governor {
     uint64_t acquired, throttled, windows, window_waits, slot_waits, decreases, increases;
 };
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static struct timespec mono_abs(double t)
 {
@@ -110,7 +105,7 @@ void d365_governor_destroy(struct d365_governor *g)
 
 int d365_governor_acquire(struct d365_governor *g, long timeout_ms)
 {
-    double deadline = timeout_ms >= 0 ? mono_now() + (double)timeout_ms / 1000.0 : 0;
+    double deadline = timeout_ms >= 0 ? util_mono_s() + (double)timeout_ms / 1000.0 : 0;
     int waited_window = 0, waited_slot = 0, rc;
     pthread_mutex_lock(&g->mu);
     for (;;) {
@@ -118,7 +113,7 @@ int d365_governor_acquire(struct d365_governor *g, long timeout_ms)
             rc = -1;
             break;
         }
-        double now = mono_now();
+        double now = util_mono_s();
         double wake;
         if (now < g->window_until) {
             /* A window is open: sleep until it ends (or our deadline). */
@@ -174,7 +169,7 @@ static double clamp_ra(const struct d365_governor *g, double ra)
 void d365_governor_release(struct d365_governor *g, int http_status, double retry_after)
 {
     pthread_mutex_lock(&g->mu);
-    double now = mono_now();
+    double now = util_mono_s();
     if (g->in_flight > 0) g->in_flight--;
     if (http_status < 0) {
         /* nothing was sent (no token): neither success nor failure */
@@ -213,7 +208,7 @@ void d365_governor_pause(struct d365_governor *g, double seconds)
 {
     pthread_mutex_lock(&g->mu);
     double s = clamp_ra(g, seconds);
-    if (s > 0) open_window(g, mono_now(), s);
+    if (s > 0) open_window(g, util_mono_s(), s);
     pthread_mutex_unlock(&g->mu);
 }
 
@@ -229,7 +224,7 @@ void d365_governor_stats(struct d365_governor *g, struct d365_governor_stats *ou
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&g->mu);
-    double now = mono_now();
+    double now = util_mono_s();
     out->limit = g->limit;
     out->in_flight = g->in_flight;
     out->max_in_flight = g->max_in_flight;

@@ -432,12 +432,6 @@ int d365_metadata_create_key(struct d365_client *c, const char *logical, const c
 
 /* ---- waiting for the index ----------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void sleep_s(double s)
 {
@@ -446,24 +440,12 @@ static void sleep_s(double s)
     while (nanosleep(&ts, &ts) != 0) {}
 }
 
-static int is_guid(const char *s)
-{
-    if (!s || strlen(s) != 36) return 0;
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') return 0;
-        } else if (!isxdigit((unsigned char)s[i])) {
-            return 0;
-        }
-    }
-    return 1;
-}
 
 void d365_metadata_key_failure(struct d365_client *c, const struct d365_md_key *k, char *err, size_t errlen)
 {
     const char *hint = "duplicate values in the key column(s) are the usual cause; fix the data, then "
                        "reactivate the key (ReactivateEntityKey) or delete it and run setup again";
-    if (!k || !is_guid(k->async_job)) {
+    if (!k || !d365_is_guid(k->async_job)) {
         util_seterr(err, errlen, "index creation failed (no system job recorded); %s", hint);
         return;
     }
@@ -486,13 +468,13 @@ void d365_metadata_key_failure(struct d365_client *c, const struct d365_md_key *
 int d365_metadata_wait_key(struct d365_client *c, const char *logical, const char *const *attrs, size_t n,
                            double timeout_s, double *waited, char *err, size_t errlen)
 {
-    double t0 = now_s(), pause = 0.25;
+    double t0 = util_mono_s(), pause = 0.25;
     char last[32] = "";
     if (waited) *waited = 0;
     for (;;) {
         struct d365_md_entity e;
         int rc = d365_metadata_read(c, logical, &e, err, errlen);
-        if (waited) *waited = now_s() - t0;
+        if (waited) *waited = util_mono_s() - t0;
         if (rc != 0) {
             if (rc == 1) util_seterr(err, errlen, "table '%s' not found", logical);
             return -1;
@@ -514,7 +496,7 @@ int d365_metadata_wait_key(struct d365_client *c, const char *logical, const cha
             return -1;
         }
         d365_metadata_entity_free(&e);
-        double spent = now_s() - t0;
+        double spent = util_mono_s() - t0;
         if (spent >= timeout_s) {
             util_seterr(err, errlen, "the key's index is still %s after %.0f s (large tables take longer: run setup "
                    "again later, it waits for keys that are not active yet)", last[0] ? last : "not active", spent);

@@ -80,12 +80,6 @@ struct resp {
 };
 
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Shared types (d365.h) */
@@ -275,9 +269,9 @@ static void perform(struct d365_client *c, const struct req *q, struct resp *r)
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
     }
 
-    double t0 = mono_now();
+    double t0 = util_mono_s();
     CURLcode cr = curl_easy_perform(h);
-    double secs = mono_now() - t0;
+    double secs = util_mono_s() - t0;
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     if (cr != CURLE_OK) {
@@ -565,7 +559,7 @@ uint64_t d365_lookup_cache_hits(void)
 static int cache_get(const char *key, char id_out[37])
 {
     int rc = -1;
-    double now = mono_now();
+    double now = util_mono_s();
     pthread_mutex_lock(&cache_mu);
     for (size_t i = 0; i < CACHE_SLOTS; i++) {
         if (!cache[i].key || strcmp(cache[i].key, key) != 0) continue;
@@ -583,7 +577,7 @@ static int cache_get(const char *key, char id_out[37])
 
 static void cache_put(const char *key, const char *id, int found)
 {
-    double now = mono_now();
+    double now = util_mono_s();
     pthread_mutex_lock(&cache_mu);
     size_t slot = CACHE_SLOTS, oldest = 0;
     for (size_t i = 0; i < CACHE_SLOTS; i++) {
@@ -608,7 +602,7 @@ static void cache_put(const char *key, const char *id, int found)
     pthread_mutex_unlock(&cache_mu);
 }
 
-static int is_guid(const char *s)
+int d365_is_guid(const char *s)
 {
     if (!s || strlen(s) != 36) return 0;
     for (int i = 0; i < 36; i++) {
@@ -709,13 +703,13 @@ enum d365_lookup d365_lookup_id(struct d365_client *c, const char *set, const ch
         goto out;
     }
     cJSON *idv = cJSON_GetObjectItemCaseSensitive(row, pk);
-    if (!cJSON_IsString(idv) || !is_guid(idv->valuestring)) {
+    if (!cJSON_IsString(idv) || !d365_is_guid(idv->valuestring)) {
         idv = NULL;
         cJSON *it;
         cJSON_ArrayForEach(it, row) {
             size_t sl = it->string ? strlen(it->string) : 0;
             if (sl > 2 && strcmp(it->string + sl - 2, "id") == 0 && cJSON_IsString(it) &&
-                is_guid(it->valuestring)) {
+                d365_is_guid(it->valuestring)) {
                 idv = it;
                 break;
             }

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/util.h"
 #include "tests/tools/load_vendor.h"
 
 static const char *url, *userpwd;
@@ -27,13 +28,6 @@ static atomic_ullong next_docnum;
 static atomic_ullong sent, acked, errors;
 static FILE *ack;
 static pthread_mutex_t ack_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static size_t sink(char *p, size_t s, size_t n, void *ud)
 {
@@ -55,10 +49,10 @@ static void *worker(void *arg)
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    double end = now() + seconds;
+    double end = util_mono_s() + seconds;
     int consecutive = 0;
     unsigned long long *docs = calloc((size_t)per_request, sizeof *docs);
-    while (now() < end && consecutive < 20) {
+    while (util_mono_s() < end && consecutive < 20) {
         size_t len = (size_t)snprintf(body, cap, "%s", LOAD_VENDOR_HEAD);
         for (int i = 0; i < per_request; i++) {
             docs[i] = atomic_fetch_add(&next_docnum, 1);
