@@ -70,6 +70,15 @@
  * LMDB write lock while waiting for q->mu or for another thread, and the
  * committer never holds q->mu during a transaction.
  *
+ * Durability. The env runs with MDB_NOMETASYNC: LMDB syncs a commit's data
+ * pages before it writes the meta page that points at them (so the store is
+ * consistent after any crash), and tx_commit then syncs the meta page itself
+ * unless the transaction is lazy — only delivery's claims and outcomes
+ * (queue_update*), which a power loss may undo harmlessly (queue.h). One
+ * fsync instead of two per delivery commit, under the single writer lock
+ * that ingest waits for too. An append's meta-sync failure is remembered
+ * (sync_owed): a resend is then answered only after a successful sync.
+ *
  * Map and quota. mapsize = 2 x quota + 64 MiB: the quota (checked before
  * each batch) is what normally refuses data; MDB_MAP_FULL is a backstop that
  * aborts and maps to QUEUE_ERR_QUOTA. "Used" is pages in use (branch + leaf
@@ -266,6 +275,7 @@ struct queue {
     pthread_t committer;
 
     _Atomic uint64_t commits;
+    _Atomic bool sync_owed;          /* a durable commit's meta sync failed */
     _Atomic uint64_t used;
     _Atomic int over;
 };
@@ -481,6 +491,7 @@ struct tx {
     const char *what;
     int64_t delta[QUEUE_NSTATES];   /* count.<state> changes, written at commit */
     uint64_t used;                  /* bytes in use, measured before commit */
+    bool lazy;                      /* commit without the final meta fsync (see tx_commit) */
 };
 
 static void tx_fail(struct tx *t, int rc, const char *what)
@@ -654,17 +665,43 @@ static int tx_commit(struct tx *t)
         tx_abort(t);
         return t->rc;
     }
-    /* Durable commit: the env has neither MDB_NOSYNC nor MDB_NOMETASYNC, so
-     * mdb_txn_commit writes the data pages, fdatasyncs them, then writes the
-     * meta page through an O_DSYNC descriptor, all before it returns. Only
-     * after that does a batch's done callback run, and only then does SAP get
-     * its 200: an acknowledged IDoc survives SIGKILL and power loss. */
+    /* The env has MDB_NOMETASYNC: mdb_txn_commit writes the data pages,
+     * fdatasyncs them, then writes the meta page WITHOUT syncing it. That
+     * keeps the store consistent whatever happens (the meta page is only
+     * ever written after the pages it points to are on disk), and the commit
+     * survives a killed process (the meta page is in the page cache), but a
+     * power loss may undo it.
+     *
+     * Durable commit (the default): mdb_env_sync then fdatasyncs the meta
+     * page too, before tx_commit returns. Only after that does a batch's done
+     * callback run, and only then does SAP get its 200: an acknowledged IDoc
+     * survives SIGKILL and power loss. Same two syncs as a stock LMDB commit.
+     *
+     * Lazy commit (t->lazy, delivery's claims and outcomes): no meta sync.
+     * Losing the last of these to a power loss leaves records INFLIGHT or
+     * PENDING that were in fact sent, and start-up sends them again, which
+     * the idempotent upserts by key make harmless (CONTRACT.md: at least
+     * once). It halves the fsyncs that delivery spends under LMDB's single
+     * writer lock, which every ingest commit waits for too. The next durable
+     * commit (or any later data fdatasync) persists them anyway. */
     int rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
     pthread_rwlock_unlock(&t->q->maplock);
     if (rc) {
         tx_fail(t, rc, "mdb_txn_commit");
         return rc;
+    }
+    if (!t->lazy) {
+        rc = mdb_env_sync(t->q->env, 1);
+        if (rc) {
+            /* Committed and visible but perhaps not on disk: refuse the
+             * batch (SAP resends), and make the duplicate check sync before
+             * it answers 200 for a resend of it (run_txn). */
+            atomic_store(&t->q->sync_owed, true);
+            tx_fail(t, rc, "mdb_env_sync");
+            return rc;
+        }
+        atomic_store(&t->q->sync_owed, false);
     }
     atomic_fetch_add(&t->q->commits, 1);
     publish_used(t->q, t->used);
@@ -871,8 +908,18 @@ static int run_txn(struct queue *q, struct queue_batch *first, size_t count,
     if (!t.rc && stored == 0) {
         /* Only duplicates (their originals are committed already: groups
          * commit one after another) or refusals: nothing to make durable,
-         * spare the fsync. */
+         * spare the fsync — unless an original's meta sync failed, then the
+         * resend must not be answered 200 before it is on disk. */
         tx_abort(&t);
+        if (atomic_load(&q->sync_owed)) {
+            int rc = mdb_env_sync(q->env, 1);
+            if (rc) {
+                util_seterr(msg, msglen, "queue storage error in mdb_env_sync: %s", mdb_strerror(rc));
+                *status = QUEUE_ERR_STORAGE;
+                return rc;
+            }
+            atomic_store(&q->sync_owed, false);
+        }
         return 0;
     }
     tx_put_u64(&t, "next_seq", next_seq);
@@ -1362,9 +1409,11 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
         util_seterr(err, errlen, "queue setup: %s", mdb_strerror(rc));
         goto fail;
     }
-    /* MDB_NOTLS: read txns from any thread (HTTP, delivery, admin). No
-     * NOSYNC/NOMETASYNC/WRITEMAP: commits are fully durable. */
-    unsigned flags = MDB_NOTLS | (q->readonly ? MDB_RDONLY : 0);
+    /* MDB_NOTLS: read txns from any thread (HTTP, delivery, admin).
+     * MDB_NOMETASYNC: tx_commit syncs the meta page itself, except for lazy
+     * (delivery) commits. No NOSYNC, no WRITEMAP: data pages are always
+     * synced before the meta page that points at them is written. */
+    unsigned flags = MDB_NOTLS | (q->readonly ? MDB_RDONLY : MDB_NOMETASYNC);
     rc = mdb_env_open(q->env, opts->path, flags, 0600);
     if (rc) {
         util_seterr(err, errlen, "cannot open queue %s: %s", opts->path, mdb_strerror(rc));
@@ -1772,6 +1821,9 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
                        size_t n, int from, int to, struct queue_audit *a, size_t na,
                        int *audit_dropped, size_t *changed, char *err, size_t errlen)
 {
+    /* Delivery's changes (c != NULL) commit lazily: see tx_commit. Replays
+     * and other state moves by an operator are durable. */
+    bool lazy = c != NULL;
     if (changed)
         *changed = 0;
     if (audit_dropped)
@@ -1785,6 +1837,7 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
     struct tx t;
     if (tx_begin(q, &t, false))
         return tx_status(&t, err, errlen);
+    t.lazy = lazy;
     struct buf sb = { 0 };
     int64_t now = now_ms();
     size_t moved = 0;
@@ -1819,8 +1872,8 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
             *audit_dropped = dropped;
         return QUEUE_OK;
     }
-    /* Same durable commit as appends: a replay or a delivery outcome that was
-     * reported done is not undone by a crash. */
+    /* A replay is durable like an append; a delivery outcome or claim is
+     * lazy (tx_commit says why that is safe). */
     if (tx_commit(&t))
         return tx_status(&t, err, errlen);
     if (changed)

@@ -393,12 +393,19 @@ int queue_prune(struct queue *q, int64_t cutoff_ms, int64_t audit_cutoff_ms,
  * their applied_keys and links are NOT written; an unknown seq fails the call
  * (QUEUE_ERR_NOTFOUND, nothing applied, no keystate or link either). A
  * business key over 511 bytes or a bad link fails the call with
- * QUEUE_ERR_INVALID before anything is written. changed may be NULL. */
+ * QUEUE_ERR_INVALID before anything is written. changed may be NULL.
+ * Durability: the commit is LAZY — atomic, consistent and kept by a killed
+ * process, but a power loss may undo the last lazy commits (the meta page
+ * is not synced; the next durable commit syncs it). That is what delivery
+ * needs and no more: an undone claim or outcome leaves the record INFLIGHT
+ * or PENDING, start-up sends it again, and upserts by key make that
+ * harmless. Every other writer (appends, queue_set_state, queue_move_all,
+ * links, audit, runs, prune) commits durably. */
 int queue_update(struct queue *q, const struct queue_change *c, size_t n,
                  size_t *changed, char *err, size_t errlen);
 
 /* queue_update plus audit entries (as queue_audit_append) in the same
- * transaction: one commit and one fsync for a delivery job's outcomes and
+ * transaction: one (lazy) commit and one fsync for a delivery job's outcomes and
  * its audit. When the entries would take the store over its quota the
  * changes are still applied, the audit is left out and *audit_dropped is
  * set (may be NULL); otherwise a[i].id is assigned. A failure writes

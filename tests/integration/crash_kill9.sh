@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Crash safety: while 8 clients post continuously, kill -9 the server;
 # restart; every DOCNUM that got a 200 is in the queue exactly once.
-# Three rounds in one test, each with fresh DOCNUMs.
+# Three rounds in one test, each with fresh DOCNUMs. Then what a 200 costs
+# on disk: the data pages AND the meta page are synced before the answer,
+# and a failed meta sync is never answered 200, not even for the resend.
 . "$(dirname "$0")/lib.sh"
 
 mlc_config 256 8
@@ -39,4 +41,31 @@ PY
   eq "round $round: pending count equals stored records" "$stats" "$(wc -l <"$T/list.$round")"
   mlc_stop >/dev/null
 done
+
+# Sync accounting with tests/preload/fault_fsync.so. The store runs with
+# MDB_NOMETASYNC (delivery's claims and outcomes skip the meta-page sync);
+# an ingest commit must still sync twice: data pages, then the meta page.
+vendor() { sed "s/0000000091000001/$1/" "$FIX/idoc/cremas05_vendor.xml" >"$T/v$1.xml"; echo "$T/v$1.xml"; }
+export MLC_FSYNC_LOG=$T/syncs MLC_FAULT_FSYNC=$T/fail-fsync
+MLC_PRELOAD=$MLC_ROOT/$MLC_BUILD/preload/fault_fsync.so mlc_start
+f=$(vendor 0000000091000101)
+: >"$MLC_FSYNC_LOG"
+eq "POST a new IDoc" "$(post "$f")" 200
+eq "its 200 cost two syncs (data pages, then meta page)" "$(wc -l <"$MLC_FSYNC_LOG")" 2
+: >"$MLC_FSYNC_LOG"
+eq "its resend is answered 200" "$(post "$f")" 200
+eq "the resend cost no sync" "$(wc -l <"$MLC_FSYNC_LOG")" 0
+# The meta-page sync of the next commit fails (the data sync goes through).
+f=$(vendor 0000000091000102)
+echo 1 >"$MLC_FAULT_FSYNC"
+code=$(post "$f")
+check "a failed meta sync is not a 200 (got $code)" [ "$code" -ge 500 ]
+check "the reason names the sync: $(body)" grep -q 'mdb_env_sync' "$T/body"
+check "the fault was hit" [ ! -e "$MLC_FAULT_FSYNC" ]
+: >"$MLC_FSYNC_LOG"
+eq "SAP's resend is answered 200" "$(post "$f")" 200
+check "... only after a sync that made the first attempt durable" [ "$(wc -l <"$MLC_FSYNC_LOG")" -ge 1 ]
+eq "the IDoc is stored once" "$(queue_cli list | grep -c '"docnum":"0000000091000102"')" 1
+mlc_stop >/dev/null
+unset MLC_FSYNC_LOG MLC_FAULT_FSYNC
 mlc_finish
