@@ -21,7 +21,7 @@ trap cleanup EXIT INT TERM
 [ -n "${KEEP:-}" ] && trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; echo "kept $work"' EXIT
 export MLC_SAP_PASSWORD=bench-password MLC_DATAVERSE_SECRET=bench-secret MLC_ADMIN_TOKEN=bench-admin-token-0123456789
 N=${DELIVERY_N:-20000}
-CONC=8 BATCH=100
+CONC=${DELIVERY_CONC:-8} BATCH=${DELIVERY_BATCH:-100}
 
 fake_up() { # fake_up NAME flags... -> sets dv (not in $(...): the fake would hold the pipe open)
   local name=$1; shift

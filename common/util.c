@@ -1,11 +1,14 @@
 /*
- * util — error buffer and whole-file reading (see util.h).
+ * util — error buffer, whole-file reading, clock, SHA-256 (see util.h).
  */
 #include "common/util.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <stdlib.h>
 
@@ -54,4 +57,25 @@ double util_mono_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Fetched once, kept for the life of the process (OpenSSL frees it at exit;
+ * an EVP_MD is safe to share between threads once fetched). */
+static EVP_MD *g_sha256;
+static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+int util_sha256(const void *data, size_t len, unsigned char out[32])
+{
+    pthread_once(&g_sha256_once, sha256_fetch);
+    unsigned int n = 0;
+    if (!g_sha256 || !EVP_Digest(data, len, out, &n, g_sha256, NULL) || n != 32) {
+        memset(out, 0, 32);
+        return -1;
+    }
+    return 0;
 }

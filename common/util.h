@@ -1,6 +1,7 @@
 /*
  * util — the few helpers every layer needs: the caller-supplied error
- * buffer, reading a whole file, and the monotonic clock.
+ * buffer, reading a whole file, the monotonic clock, and the SHA-256 that
+ * secrets are compared through.
  *
  * Threads: any thread.
  */
@@ -21,5 +22,12 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len);
 /* Seconds on CLOCK_MONOTONIC (for timeouts, windows and durations: wall-
  * clock jumps must not stretch or shorten them). */
 double util_mono_s(void);
+
+/* SHA-256 of len bytes into out (32 bytes), through one SHA-256
+ * implementation fetched from OpenSSL once per process: the one-shot
+ * SHA256() fetches it again on every call (OpenSSL 3), which cost more than
+ * the hashing on the ingest path. Returns 0, or -1 if OpenSSL failed (out
+ * is then zeroed, so it never matches a real digest). */
+int util_sha256(const void *data, size_t len, unsigned char out[32]);
 
 #endif

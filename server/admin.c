@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "common/log.h"
+#include "common/util.h"
 #include "queue/queue.h"
 #include "server/record_json.h"
 
@@ -76,7 +77,7 @@ static int authorized(const struct admin *a, struct MHD_Connection *conn)
     const char *tok = h + 7;
     while (*tok == ' ') tok++;
     unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)tok, strlen(tok), d);
+    if (util_sha256(tok, strlen(tok), d)) return 0;
     return CRYPTO_memcmp(d, a->token_hash, sizeof d) == 0;
 }
 
@@ -320,8 +321,8 @@ struct admin *admin_new(const char *token, struct queue *q, const struct admin_h
     if (!a) return NULL;
     a->q = q;
     if (token && *token) {
+        if (util_sha256(token, strlen(token), a->token_hash)) { free(a); return NULL; }
         a->enabled = 1;
-        SHA256((const unsigned char *)token, strlen(token), a->token_hash);
     }
     admin_set_hooks(a, hooks);
     return a;

@@ -44,6 +44,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/util.h"
 #include "config/mapping.h"
 #include "idoc/idoc.h"
 #include "queue/queue.h"
@@ -154,7 +155,7 @@ static enum MHD_Result answer_reject(struct ingest_req *r, struct MHD_Connection
 static int hash_eq(const unsigned char want[SHA256_DIGEST_LENGTH], const char *got)
 {
     unsigned char h[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)got, strlen(got), h);
+    if (util_sha256(got, strlen(got), h)) return 0;
     /* Compare digests in constant time: neither the content nor the length
      * of the secret leaks through timing. */
     return CRYPTO_memcmp(want, h, sizeof h) == 0;
@@ -608,8 +609,11 @@ struct ingest *ingest_new(const struct ingest_opts *o)
     struct ingest *in = calloc(1, sizeof *in);
     if (!in) return NULL;
     in->o = *o;
-    SHA256((const unsigned char *)o->username, strlen(o->username), in->user_hash);
-    SHA256((const unsigned char *)o->password, strlen(o->password), in->pass_hash);
+    if (util_sha256(o->username, strlen(o->username), in->user_hash) ||
+        util_sha256(o->password, strlen(o->password), in->pass_hash)) {
+        free(in); /* no digest: refuse to start rather than compare zeros */
+        return NULL;
+    }
     in->o.username = in->o.password = NULL; /* keep only digests */
     return in;
 }

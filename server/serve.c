@@ -236,7 +236,7 @@ int cli_serve(int argc, char **argv)
     in = ingest_new(&io);
     adm = admin_new(cfg->admin_token, q, NULL);
     if (!in || !adm) {
-        log_error("serve: out of memory");
+        log_error("serve: cannot set up ingest/admin (out of memory, or OpenSSL has no SHA-256)");
         goto out;
     }
     struct http_opts ho = {

@@ -1,5 +1,6 @@
 /* Unit tests for common/log: one line per event, text and JSON forms, the
- * well-known key=value pairs lifted into JSON fields, levels. */
+ * well-known key=value pairs lifted into JSON fields, levels. And the small
+ * common/util helpers (SHA-256 of secrets, monotonic clock). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/util.h"
 
 /* Run fn with stderr redirected to a temp file; return what it wrote. */
 static char *capture(void (*fn)(void))
@@ -73,8 +75,38 @@ static void test_text_and_levels(void **s)
     assert_int_equal(log_set_format("xml"), -1);
 }
 
+/* util_sha256 against FIPS 180-2 test vectors, and the same digest on every
+ * call (the MD is fetched once and shared). */
+static void test_sha256(void **state)
+{
+    (void)state;
+    unsigned char d[32];
+    static const unsigned char abc[32] = {
+        0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+        0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
+    static const unsigned char empty[32] = {
+        0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+        0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(util_sha256("abc", 3, d), 0);
+        assert_memory_equal(d, abc, 32);
+        assert_int_equal(util_sha256("", 0, d), 0);
+        assert_memory_equal(d, empty, 32);
+    }
+}
+
+static void test_mono(void **state)
+{
+    (void)state;
+    double a = util_mono_s();
+    usleep(20000);
+    double b = util_mono_s();
+    assert_true(b - a >= 0.015 && b - a < 5);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_json), cmocka_unit_test(test_text_and_levels)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_json), cmocka_unit_test(test_text_and_levels),
+                                       cmocka_unit_test(test_sha256), cmocka_unit_test(test_mono)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
