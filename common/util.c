@@ -59,8 +59,9 @@ double util_mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Fetched once, kept for the life of the process (OpenSSL frees it at exit;
- * an EVP_MD is safe to share between threads once fetched). */
+/* Fetched once and kept for the life of the process (never freed: one
+ * small object); a fetched EVP_MD is immutable and safe to share between
+ * threads, and pthread_once publishes it to all of them. */
 static EVP_MD *g_sha256;
 static pthread_once_t g_sha256_once = PTHREAD_ONCE_INIT;
 

@@ -74,10 +74,13 @@
  * pages before it writes the meta page that points at them (so the store is
  * consistent after any crash), and tx_commit then syncs the meta page itself
  * unless the transaction is lazy — only delivery's claims and outcomes
- * (queue_update*), which a power loss may undo harmlessly (queue.h). One
- * fsync instead of two per delivery commit, under the single writer lock
- * that ingest waits for too. An append's meta-sync failure is remembered
- * (sync_owed): a resend is then answered only after a successful sync.
+ * (queue_update*), of which a power loss may undo the last one, harmlessly
+ * (queue.h). One fsync instead of two per delivery commit, under the single
+ * writer lock that ingest waits for too. Every write txn holds q->wmu from
+ * begin to its last sync, so our syncs never overlap another commit of ours
+ * and each sync's error is its own. A failed meta sync is fail-stop
+ * (q->failed): every later write is refused until a restart (queue_failed,
+ * /healthz).
  *
  * Map and quota. mapsize = 2 x quota + 64 MiB: the quota (checked before
  * each batch) is what normally refuses data; MDB_MAP_FULL is a backstop that
@@ -275,7 +278,13 @@ struct queue {
     pthread_t committer;
 
     _Atomic uint64_t commits;
-    _Atomic bool sync_owed;          /* a durable commit's meta sync failed */
+    /* Every write txn of this process, from begin to its last sync, holds
+     * wmu (taken before LMDB's writer lock): no fdatasync of ours can then
+     * overlap another commit's page writes, so each sync's result (Linux
+     * reports a writeback error once per file description) belongs to the
+     * commit that asked. */
+    pthread_mutex_t wmu;
+    _Atomic int failed;              /* fail-stop: a durable meta sync failed */
     _Atomic uint64_t used;
     _Atomic int over;
 };
@@ -492,6 +501,7 @@ struct tx {
     int64_t delta[QUEUE_NSTATES];   /* count.<state> changes, written at commit */
     uint64_t used;                  /* bytes in use, measured before commit */
     bool lazy;                      /* commit without the final meta fsync (see tx_commit) */
+    bool wlocked;                   /* holds q->wmu (write txn) */
 };
 
 static void tx_fail(struct tx *t, int rc, const char *what)
@@ -518,10 +528,26 @@ static int remap(struct queue *q)
     return rc;
 }
 
+static void tx_wunlock(struct tx *t)
+{
+    if (t->wlocked) {
+        t->wlocked = false;
+        pthread_mutex_unlock(&t->q->wmu);
+    }
+}
+
 static int tx_begin(struct queue *q, struct tx *t, bool rdonly)
 {
     memset(t, 0, sizeof *t);
     t->q = q;
+    if (!rdonly) {
+        if (atomic_load(&q->failed)) {
+            tx_fail(t, MDB_PANIC, "the store (an earlier fsync failed; restart required)");
+            return t->rc;
+        }
+        pthread_mutex_lock(&q->wmu);
+        t->wlocked = true;
+    }
     for (int tries = 0;; tries++) {
         pthread_rwlock_rdlock(&q->maplock);
         int rc = mdb_txn_begin(q->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn);
@@ -537,6 +563,7 @@ static int tx_begin(struct queue *q, struct tx *t, bool rdonly)
             rc = r2;
         }
         tx_fail(t, rc, rdonly ? "mdb_txn_begin(read)" : "mdb_txn_begin(write)");
+        tx_wunlock(t);
         return rc;
     }
 }
@@ -548,6 +575,7 @@ static void tx_abort(struct tx *t)
         t->txn = NULL;
         pthread_rwlock_unlock(&t->q->maplock);
     }
+    tx_wunlock(t);
 }
 
 /* 1: found (*v valid until the next write or the end of the txn); 0: not
@@ -675,34 +703,45 @@ static int tx_commit(struct tx *t)
      * Durable commit (the default): mdb_env_sync then fdatasyncs the meta
      * page too, before tx_commit returns. Only after that does a batch's done
      * callback run, and only then does SAP get its 200: an acknowledged IDoc
-     * survives SIGKILL and power loss. Same two syncs as a stock LMDB commit.
+     * survives SIGKILL and power loss. (Stock LMDB writes the meta page
+     * through an O_DSYNC descriptor instead; the second fdatasync costs the
+     * same here, and lets lazy commits skip it.) wmu is still held: no other
+     * commit of ours writes pages until this sync has answered.
      *
      * Lazy commit (t->lazy, delivery's claims and outcomes): no meta sync.
      * Losing the last of these to a power loss leaves records INFLIGHT or
      * PENDING that were in fact sent, and start-up sends them again, which
      * the idempotent upserts by key make harmless (CONTRACT.md: at least
      * once). It halves the fsyncs that delivery spends under LMDB's single
-     * writer lock, which every ingest commit waits for too. The next durable
-     * commit (or any later data fdatasync) persists them anyway. */
+     * writer lock, which every ingest commit waits for too. The next commit's
+     * data fdatasync persists its meta page anyway, so at most the last
+     * commit can be undone. */
     int rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
     pthread_rwlock_unlock(&t->q->maplock);
     if (rc) {
+        /* LMDB aborted it: nothing of it is visible (after a failed data
+         * sync too: its pages are free pages no meta page points at). */
+        tx_wunlock(t);
         tx_fail(t, rc, "mdb_txn_commit");
         return rc;
     }
     if (!t->lazy) {
         rc = mdb_env_sync(t->q->env, 1);
         if (rc) {
-            /* Committed and visible but perhaps not on disk: refuse the
-             * batch (SAP resends), and make the duplicate check sync before
-             * it answers 200 for a resend of it (run_txn). */
-            atomic_store(&t->q->sync_owed, true);
+            /* Committed and visible, perhaps not on disk — and a second
+             * fdatasync would prove nothing (the kernel reports a writeback
+             * error once and may drop the pages). Fail-stop, as LMDB itself
+             * does when its synchronous meta write fails: refuse every
+             * later write (SAP gets 503 and resends; /healthz reports it)
+             * until a restart reads the store back from disk. */
+            atomic_store(&t->q->failed, 1);
+            tx_wunlock(t);
             tx_fail(t, rc, "mdb_env_sync");
             return rc;
         }
-        atomic_store(&t->q->sync_owed, false);
     }
+    tx_wunlock(t);
     atomic_fetch_add(&t->q->commits, 1);
     publish_used(t->q, t->used);
     return 0;
@@ -723,6 +762,11 @@ static int tx_status(struct tx *t, char *err, size_t len)
         util_seterr(err, len, "queue over quota: LMDB map full (%llu MiB) in %s",
                (unsigned long long)mib_up(map), t->what);
         return QUEUE_ERR_QUOTA;
+    }
+    if (t->rc == MDB_PANIC && atomic_load(&t->q->failed)) {
+        util_seterr(err, len, "queue storage failed: an fsync reported an I/O error; writes are "
+                              "refused until ml-connector is restarted");
+        return QUEUE_ERR_STORAGE;
     }
     if (t->rc == MDB_CORRUPTED)
         util_seterr(err, len, "queue store inconsistent (%s): %s", t->what,
@@ -907,19 +951,10 @@ static int run_txn(struct queue *q, struct queue_batch *first, size_t count,
     }
     if (!t.rc && stored == 0) {
         /* Only duplicates (their originals are committed already: groups
-         * commit one after another) or refusals: nothing to make durable,
-         * spare the fsync — unless an original's meta sync failed, then the
-         * resend must not be answered 200 before it is on disk. */
+         * commit one after another, and a commit whose sync failed stops
+         * every later write, this transaction included) or refusals:
+         * nothing to make durable, spare the fsync. */
         tx_abort(&t);
-        if (atomic_load(&q->sync_owed)) {
-            int rc = mdb_env_sync(q->env, 1);
-            if (rc) {
-                util_seterr(msg, msglen, "queue storage error in mdb_env_sync: %s", mdb_strerror(rc));
-                *status = QUEUE_ERR_STORAGE;
-                return rc;
-            }
-            atomic_store(&q->sync_owed, false);
-        }
         return 0;
     }
     tx_put_u64(&t, "next_seq", next_seq);
@@ -1332,6 +1367,7 @@ static void queue_free(struct queue *q)
         mdb_env_close(q->env);
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mu);
+    pthread_mutex_destroy(&q->wmu);
     pthread_rwlock_destroy(&q->maplock);
     free(q->path);
     free(q);
@@ -1362,6 +1398,7 @@ int queue_open_ex(const struct queue_opts *opts, struct queue **out, char *err,
     q->quota = opts->max_size_bytes;
     pthread_rwlock_init(&q->maplock, NULL);
     pthread_mutex_init(&q->mu, NULL);
+    pthread_mutex_init(&q->wmu, NULL);
     pthread_cond_init(&q->cv, NULL);
 
     int rc;
@@ -1493,6 +1530,11 @@ int64_t queue_commit_wait_ms(struct queue *q)
     int64_t since = q->committing_since_ms ? q->committing_since_ms : (q->head ? q->head->submitted_ms_ : 0);
     pthread_mutex_unlock(&q->mu);
     return since ? now_ms() - since : 0;
+}
+
+int queue_failed(const struct queue *q)
+{
+    return q ? atomic_load(&((struct queue *)q)->failed) : 0;
 }
 
 int queue_over_quota(const struct queue *q)

@@ -200,6 +200,13 @@ int queue_stats(struct queue *q, struct queue_stats *out, char *err, size_t errl
  * ms (0 when none waits): a liveness signal for /healthz. */
 int64_t queue_commit_wait_ms(struct queue *q);
 
+/* 1 after a durable commit's final sync failed (fail-stop): the commit may
+ * not be on disk, and a second fsync would not tell, so every later write
+ * transaction of this handle fails (QUEUE_ERR_STORAGE, "... restarted") and
+ * /healthz reports it. A restart reads the store back from disk, where it is
+ * consistent: the commit is there or not, and SAP's resend settles which. */
+int queue_failed(const struct queue *q);
+
 /* 1 when the store is at or over its quota (cached after each commit: cheap,
  * lock-free; for /readyz). Below it, a batch is still refused when it would
  * not fit; a batch of resends only (all duplicates) is always acknowledged,
@@ -399,8 +406,11 @@ int queue_prune(struct queue *q, int64_t cutoff_ms, int64_t audit_cutoff_ms,
  * is not synced; the next durable commit syncs it). That is what delivery
  * needs and no more: an undone claim or outcome leaves the record INFLIGHT
  * or PENDING, start-up sends it again, and upserts by key make that
- * harmless. Every other writer (appends, queue_set_state, queue_move_all,
- * links, audit, runs, prune) commits durably. */
+ * harmless (only the last commit can be undone: the next commit's data sync
+ * flushes the meta page before it). Every other writer (appends,
+ * queue_set_state, queue_move_all, links, audit appended on its own, runs,
+ * prune) commits durably; audit entries written with queue_update_audited
+ * share the lazy commit. */
 int queue_update(struct queue *q, const struct queue_change *c, size_t n,
                  size_t *changed, char *err, size_t errlen);
 

@@ -290,26 +290,79 @@ static struct pend *index_find(struct delivery *d, uint64_t seq)
     return lo < d->npend && d->pend[lo].seq == seq ? &d->pend[lo] : NULL;
 }
 
+/* Full reload (index_refresh): every PENDING record is appended, in seq
+ * order; the busy entries kept from before are merged in afterwards. */
 struct load_ctx {
     struct delivery *d;
-    int full;
     int err;
 };
 
 static int load_cb(const struct queue_record *r, void *ud)
 {
     struct load_ctx *c = ud;
-    struct delivery *d = c->d;
-    /* Records the index already knows (and a full reload keeps the busy
-     * ones) are skipped; new ones are appended: seq order is preserved
-     * because the list is walked in seq order and a full reload starts from
-     * an index holding only busy (older, in-flight) entries merged below. */
-    if (!c->full && r->seq <= d->max_seen) return 0;
-    if (index_add(d, r->seq, r->next_attempt_ms, r->keys) != 0) {
+    if (index_add(c->d, r->seq, r->next_attempt_ms, r->keys) != 0) {
         c->err = 1;
         return 1;
     }
     return 0;
+}
+
+/* New records (seq > max_seen) read with mu RELEASED into a list of their
+ * own, then appended under mu: the first refresh of a scheduled run reads
+ * the whole backlog since the last one (about 1 us a record, so a second
+ * for a million), and the queue's committer takes mu after every group
+ * commit (delivery_notify) — ingest must not wait for the listing. Only the
+ * dispatcher appends to the index, so max_seen cannot move meanwhile.
+ * Called and returns with mu held; 0 when every record listed went in. */
+struct new_list {
+    struct pend *v;
+    size_t n, cap;
+    uint64_t after;
+    int err;
+};
+
+static int new_cb(const struct queue_record *r, void *ud)
+{
+    struct new_list *l = ud;
+    if (r->seq <= l->after) return 0;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 1024;
+        struct pend *nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) { l->err = 1; return 1; }
+        l->v = nv;
+        l->cap = nc;
+    }
+    char *k = strdup(r->keys ? r->keys : "");
+    if (!k) { l->err = 1; return 1; }
+    l->v[l->n++] = (struct pend){r->seq, r->next_attempt_ms, k, 0, 0};
+    return 0;
+}
+
+static int index_load_new(struct delivery *d)
+{
+    struct new_list l = {.after = d->max_seen};
+    char err[256];
+    pthread_mutex_unlock(&d->mu);
+    int rc = queue_list(d->o.queue, QUEUE_PENDING, l.after, 0, new_cb, &l, err, sizeof err);
+    pthread_mutex_lock(&d->mu);
+    if (rc != QUEUE_OK && !l.err) log_error("delivery: reading new pending records: %s", err);
+    /* Append what was read, in seq order (what did not fit waits for the
+     * next refresh: max_seen stays below it). */
+    size_t i = 0;
+    if (d->npend + l.n > d->cap) {
+        size_t nc = d->cap ? d->cap : 1024;
+        while (nc < d->npend + l.n) nc *= 2;
+        struct pend *np = realloc(d->pend, nc * sizeof *np);
+        if (np) { d->pend = np; d->cap = nc; }
+    }
+    for (; i < l.n && d->npend < d->cap; i++) {
+        d->pend[d->npend++] = l.v[i];
+        if (l.v[i].seq > d->max_seen) d->max_seen = l.v[i].seq;
+    }
+    int complete = rc == QUEUE_OK && !l.err && i == l.n;
+    for (; i < l.n; i++) free(l.v[i].keys);
+    free(l.v);
+    return complete ? 0 : -1;
 }
 
 static int cmp_pend(const void *a, const void *b)
@@ -328,13 +381,21 @@ static void index_refresh(struct delivery *d)
         log_error("delivery: queue stats: %s", err);
         return;
     }
-    size_t live = index_waiting(d);
-    struct load_ctx c = {d, 0, 0};
     if (st.next_seq > 0 && st.next_seq - 1 > d->max_seen) {
-        uint64_t before = d->npend;
-        queue_list(d->o.queue, QUEUE_PENDING, d->max_seen, 0, load_cb, &c, err, sizeof err);
-        live += d->npend - before;
+        /* Every PENDING record up to upto is in the index after a complete
+         * listing (a non-pending tail, e.g. ignored IDocs, need not be read
+         * again). The listing ran without mu and may hold records committed
+         * after these stats: compare counts only with stats taken after
+         * it, and only if nothing new came meanwhile (then next time). */
+        uint64_t upto = st.next_seq - 1;
+        if (index_load_new(d) == 0 && upto > d->max_seen) d->max_seen = upto;
+        if (queue_stats(d->o.queue, &st, err, sizeof err) != QUEUE_OK) {
+            log_error("delivery: queue stats: %s", err);
+            return;
+        }
+        if (st.next_seq > 0 && st.next_seq - 1 > d->max_seen) return;
     }
+    size_t live = index_waiting(d);
     if (live == st.count[QUEUE_PENDING]) return;
     /* Counts disagree. While jobs are out that is normal for a moment (a
      * job's records are busy here before its claim commits, and pending
@@ -349,7 +410,7 @@ static void index_refresh(struct delivery *d)
     for (size_t i = 0; i < d->npend; i++)
         if (!d->pend[i].busy && !d->pend[i].dead) { d->pend[i].dead = 1; d->ndead++; }
     index_compact(d);
-    c.full = 1;
+    struct load_ctx c = {d, 0};
     if (queue_list(d->o.queue, QUEUE_PENDING, 0, 0, load_cb, &c, err, sizeof err) != QUEUE_OK)
         log_error("delivery: reloading pending records: %s", err);
     qsort(d->pend, d->npend, sizeof *d->pend, cmp_pend);

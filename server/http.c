@@ -81,6 +81,7 @@ static const char *not_ready(struct http *h, const struct queue_stats *st, int s
                              char *buf, size_t len)
 {
     if (atomic_load(&h->draining)) return "shutting down";
+    if (queue_failed(h->o.queue)) return "queue storage failed (an fsync reported an I/O error); restart required";
     if (!stats_ok) {
         snprintf(buf, len, "queue unavailable: %s", err);
         return buf;

@@ -64,7 +64,8 @@ static size_t delivery_metrics_cb(void *ud, char *buf, size_t len)
     return d ? delivery_metrics(d, buf, len) : 0;
 }
 
-/* /healthz: the process answers, and its worker threads still move: the
+/* /healthz: the process answers, its store has not failed (queue_failed:
+ * only a restart helps then), and its worker threads still move: the
  * queue's committer has not sat on a batch, nor the delivery dispatcher
  * skipped its loop, for HEALTH_STALL_MS. Dataverse being unreachable is
  * not ill health (records simply wait). */
@@ -77,6 +78,11 @@ struct health_ctx {
 static int health_check(void *ud, char *why, size_t len)
 {
     struct health_ctx *hc = ud;
+    if (queue_failed(hc->q)) {
+        snprintf(why, len, "unhealthy: the queue's storage failed (an fsync reported an I/O error); "
+                           "restart ml-connector");
+        return 1;
+    }
     int64_t w = queue_commit_wait_ms(hc->q);
     if (w > HEALTH_STALL_MS) {
         snprintf(why, len, "unhealthy: the queue committer has not finished a commit for %lld s", (long long)(w / 1000));

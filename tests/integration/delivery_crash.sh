@@ -5,7 +5,10 @@
 # resend harmless).
 . "$(dirname "$0")/lib.sh"
 
-fake_start --latency-ms 100
+# 300 ms per request, 4 workers, batches of 10: at most ~130 records/s, so
+# 400 records take 3 s or more and the kill 0.8 s after the last POST lands
+# mid-delivery however fast the build (the sanitizer builds post slowly).
+fake_start --latency-ms 300
 SCHEDULE=continuous DELIVERY='"workers": 4, "batch_size": 10' mlc_config 64 8
 mlc_start
 : >"$T/acked"
