@@ -279,10 +279,10 @@ struct queue {
 
     _Atomic uint64_t commits;
     /* Every write txn of this process, from begin to its last sync, holds
-     * wmu (taken before LMDB's writer lock): no fdatasync of ours can then
-     * overlap another commit's page writes, so each sync's result (Linux
-     * reports a writeback error once per file description) belongs to the
-     * commit that asked. */
+     * wmu (taken after maplock, before LMDB's writer lock): no fdatasync of
+     * ours can then overlap another commit's page writes, so each sync's
+     * result (Linux reports a writeback error once per file description)
+     * belongs to the commit that asked. */
     pthread_mutex_t wmu;
     _Atomic int failed;              /* fail-stop: a durable meta sync failed */
     _Atomic uint64_t used;
@@ -540,19 +540,24 @@ static int tx_begin(struct queue *q, struct tx *t, bool rdonly)
 {
     memset(t, 0, sizeof *t);
     t->q = q;
-    if (!rdonly) {
-        if (atomic_load(&q->failed)) {
-            tx_fail(t, MDB_PANIC, "the store (an earlier fsync failed; restart required)");
-            return t->rc;
-        }
-        pthread_mutex_lock(&q->wmu);
-        t->wlocked = true;
+    if (!rdonly && atomic_load(&q->failed)) {
+        tx_fail(t, MDB_PANIC, "the store (an earlier fsync failed; restart required)");
+        return t->rc;
     }
     for (int tries = 0;; tries++) {
+        /* Lock order: maplock (read) -> wmu -> LMDB's writer lock. A
+         * queue_list callback (maplock held for its read txn) may write,
+         * and remap() (maplock for writing) is only ever called holding
+         * neither. */
         pthread_rwlock_rdlock(&q->maplock);
+        if (!rdonly) {
+            pthread_mutex_lock(&q->wmu);
+            t->wlocked = true;
+        }
         int rc = mdb_txn_begin(q->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn);
         if (rc == 0)
             return 0;
+        tx_wunlock(t);
         pthread_rwlock_unlock(&q->maplock);
         t->txn = NULL;
         if (rc == MDB_MAP_RESIZED && tries < 3) {
@@ -563,7 +568,6 @@ static int tx_begin(struct queue *q, struct tx *t, bool rdonly)
             rc = r2;
         }
         tx_fail(t, rc, rdonly ? "mdb_txn_begin(read)" : "mdb_txn_begin(write)");
-        tx_wunlock(t);
         return rc;
     }
 }
@@ -573,6 +577,7 @@ static void tx_abort(struct tx *t)
     if (t->txn) {
         mdb_txn_abort(t->txn);
         t->txn = NULL;
+        tx_wunlock(t);
         pthread_rwlock_unlock(&t->q->maplock);
     }
     tx_wunlock(t);
