@@ -14,6 +14,8 @@
  *            "next_seq"      -> u64 BE   seq of the next new record
  *            "count.<state>" -> u64 BE   records in that state
  *            "next_audit", "next_run" -> u64 BE   next audit / run id
+ *            "opened_ms"     -> u64 BE   last read-write open (written so that
+ *                                        every open commits a fresh meta page)
  * and, for delivery (added to format 1 later; see "Delivery support" below
  * for their values): keystate, links, audit, auditbyseq, runs. A read-write
  * open creates them when missing (a store made before them); a readonly
@@ -553,10 +555,19 @@ static int tx_begin(struct queue *q, struct tx *t, bool rdonly)
         if (!rdonly) {
             pthread_mutex_lock(&q->wmu);
             t->wlocked = true;
+            if (atomic_load(&q->failed)) {
+                /* Failed while we waited for the commit that failed. */
+                tx_wunlock(t);
+                pthread_rwlock_unlock(&q->maplock);
+                tx_fail(t, MDB_PANIC, "the store (an earlier fsync failed; restart required)");
+                return t->rc;
+            }
         }
         int rc = mdb_txn_begin(q->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn);
         if (rc == 0)
             return 0;
+        if (rc == MDB_PANIC)
+            atomic_store(&q->failed, 1); /* LMDB's own fail-stop: say so too */
         tx_wunlock(t);
         pthread_rwlock_unlock(&q->maplock);
         t->txn = NULL;
@@ -726,7 +737,12 @@ static int tx_commit(struct tx *t)
     pthread_rwlock_unlock(&t->q->maplock);
     if (rc) {
         /* LMDB aborted it: nothing of it is visible (after a failed data
-         * sync too: its pages are free pages no meta page points at). */
+         * sync too: its pages are free pages no meta page points at; that
+         * sync may also have carried the previous lazy commit's meta page,
+         * which is then lost as a lazy commit may be). MDB_PANIC: LMDB's
+         * own meta write failed and it refuses everything from now on. */
+        if (rc == MDB_PANIC)
+            atomic_store(&t->q->failed, 1);
         tx_wunlock(t);
         tx_fail(t, rc, "mdb_txn_commit");
         return rc;
@@ -739,7 +755,8 @@ static int tx_commit(struct tx *t)
              * error once and may drop the pages). Fail-stop, as LMDB itself
              * does when its synchronous meta write fails: refuse every
              * later write (SAP gets 503 and resends; /healthz reports it)
-             * until a restart reads the store back from disk. */
+             * until a restart, whose open commits and syncs a fresh meta
+             * page before anything is acknowledged (init_store). */
             atomic_store(&t->q->failed, 1);
             tx_wunlock(t);
             tx_fail(t, rc, "mdb_env_sync");
@@ -1331,6 +1348,16 @@ static int init_store(struct queue *q, char *err, size_t len)
             tx_fail(&t, rc, "mdb_dbi_open");
             goto lmdb_error;
         }
+    }
+    if (!ro) {
+        /* A real write at every read-write open, so the commit below writes
+         * and syncs a fresh meta page. A restart after a failed meta sync
+         * (fail-stop) reads the store through the page cache, where the
+         * failed commit may still be — visible, its data pages synced, its
+         * meta page maybe not on disk. Until a new meta page over that tree
+         * is on disk, a resend must not be answered "duplicate"; from here
+         * on it is. (An empty txn would write no meta page at all.) */
+        tx_put_u64(&t, "opened_ms", (uint64_t)now_ms());
     }
     if (fresh) {
         unsigned char vb[4];
@@ -2529,7 +2556,11 @@ int queue_audit_append(struct queue *q, struct queue_audit *a, size_t n, char *e
         tx_abort(&t);
         return QUEUE_ERR_QUOTA;
     }
-    if (r < 0 || tx_commit(&t))
+    if (r < 0) {
+        tx_abort(&t);
+        return tx_status(&t, err, errlen);
+    }
+    if (tx_commit(&t))
         return tx_status(&t, err, errlen);
     for (size_t i = 0; i < n; i++)
         a[i].id = first + i; /* only once they exist */

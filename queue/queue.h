@@ -203,8 +203,11 @@ int64_t queue_commit_wait_ms(struct queue *q);
 /* 1 after a durable commit's final sync failed (fail-stop): the commit may
  * not be on disk, and a second fsync would not tell, so every later write
  * transaction of this handle fails (QUEUE_ERR_STORAGE, "... restarted") and
- * /healthz reports it. A restart reads the store back from disk, where it is
- * consistent: the commit is there or not, and SAP's resend settles which. */
+ * /healthz reports it; the delivery dispatcher stops dispatching. A restart
+ * reopens the store, and every read-write open commits and syncs a fresh
+ * meta page before anything can be acknowledged: the failed commit (still
+ * in the page cache, its data pages synced) is then either durable or gone,
+ * and SAP's resend settles which. */
 int queue_failed(const struct queue *q);
 
 /* 1 when the store is at or over its quota (cached after each commit: cheap,

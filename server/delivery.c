@@ -71,6 +71,7 @@
 #define PRUNE_EVERY_MS (3600 * 1000)
 #define FULL_RELOAD_MS 10000
 #define ERRTEXT 1536
+#define CLAIM_RETRY_MS 1000        /* after a claim could not be committed */
 
 /* ---- small utilities ---- */
 
@@ -609,18 +610,41 @@ static size_t dispatch_round(struct delivery *d, struct job **out, int64_t *next
 }
 
 /* Claim a job's records in the queue (PENDING -> INFLIGHT) before a worker
- * sees them: a crash then finds them INFLIGHT and start-up puts them back. */
-static void claim(struct delivery *d, const struct job *j)
+ * sees them: a crash then finds them INFLIGHT and start-up puts them back.
+ * All or nothing (one transaction); 0 when claimed. */
+static int claim(struct delivery *d, const struct job *j)
 {
     struct queue_change *c = calloc(j->n, sizeof *c);
-    if (!c) return;
+    if (!c) {
+        log_error("delivery: claiming %zu records: out of memory", j->n);
+        return -1;
+    }
     for (size_t i = 0; i < j->n; i++)
         c[i] = (struct queue_change){.seq = j->seqs[i], .from_state = QUEUE_PENDING,
                                      .to_state = QUEUE_INFLIGHT, .next_attempt_ms = -1};
     char err[256];
-    if (queue_update(d->o.queue, c, j->n, NULL, err, sizeof err) != QUEUE_OK)
-        log_error("delivery: claiming %zu records: %s", j->n, err);
+    int rc = queue_update(d->o.queue, c, j->n, NULL, err, sizeof err) == QUEUE_OK ? 0 : -1;
+    if (rc)
+        log_error("delivery: claiming %zu records (seq %llu...): %s; tried again in %d ms", j->n,
+                  (unsigned long long)j->seqs[0], err, CLAIM_RETRY_MS);
     free(c);
+    return rc;
+}
+
+/* A job whose claim failed is not handed out: its records wait (still
+ * PENDING, nothing was written) until due_ms. mu held. */
+static void job_release(struct delivery *d, struct job *j, int64_t due_ms)
+{
+    for (size_t i = 0; i < j->n; i++) {
+        struct pend *p = index_find(d, j->seqs[i]);
+        if (!p) continue;
+        if (p->busy) { p->busy = 0; d->nbusy--; }
+        if (p->due_ms < due_ms) p->due_ms = due_ms;
+    }
+    d->njobs_out--;
+    d->njobs_waiting--;
+    free(j->seqs);
+    free(j);
 }
 
 static void *dispatcher_main(void *arg)
@@ -646,7 +670,9 @@ static void *dispatcher_main(void *arg)
         if (d->ndead > d->npend / 2 && d->ndead > 1024) index_compact(d);
         int64_t next_due = 0;
         size_t taken = 0;
-        int may_send = d->continuous || d->run_active;
+        /* Nothing is sent while the store refuses writes (queue_failed: an
+         * fsync failed; a restart is needed): no claim could be recorded. */
+        int may_send = (d->continuous || d->run_active) && !queue_failed(d->o.queue);
         if (may_send) {
             struct job *fresh = NULL;
             taken = dispatch_round(d, &fresh, &next_due);
@@ -663,8 +689,12 @@ static void *dispatcher_main(void *arg)
                     next = j->next;
                     j->next = NULL;
                     pthread_mutex_unlock(&d->mu);
-                    claim(d, j);
+                    int claimed = claim(d, j) == 0;
                     pthread_mutex_lock(&d->mu);
+                    if (!claimed) {
+                        job_release(d, j, now_ms() + CLAIM_RETRY_MS);
+                        continue;
+                    }
                     if (d->jobs_tail) d->jobs_tail->next = j; else d->jobs = j;
                     d->jobs_tail = j;
                     pthread_cond_signal(&d->cv_work);

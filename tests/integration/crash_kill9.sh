@@ -4,7 +4,7 @@
 # Three rounds in one test, each with fresh DOCNUMs. Then what a 200 costs
 # on disk: the data pages AND the meta page are synced before the answer,
 # and a failed meta sync stops the store until a restart: no 200 for the
-# IDoc, not even for its resend, until the store is read back from disk.
+# IDoc, not even for its resend, until a restart has synced a fresh meta page.
 . "$(dirname "$0")/lib.sh"
 
 mlc_config 256 8

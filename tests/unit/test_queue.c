@@ -1668,6 +1668,68 @@ static void assert_ids(const struct acoll *c, const uint64_t *want, size_t n)
         assert_int_equal(c->ids[i], want[i]);
 }
 
+/* An audit append that LMDB refuses (next_audit rewound by hand, so the
+ * MDB_APPEND of id 1 meets an existing key) fails cleanly: it returns an
+ * error and leaves no write transaction, lock or writer slot behind — the
+ * next write of any kind goes through. */
+static void test_audit_failure_releases(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    struct queue_audit a[2] = { { .kind = "attempt", .seq = 1 }, { .kind = "attempt", .seq = 1 } };
+    assert_int_equal(queue_audit_append(q, a, 2, err, sizeof err), QUEUE_OK);
+    queue_close(q);
+    unsigned char one[8] = { 0, 0, 0, 0, 0, 0, 0, 1 };
+    raw_put(f, "info", "next_audit", 10, one, 8);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    struct queue_audit b = { .kind = "attempt", .seq = 1 };
+    assert_int_not_equal(queue_audit_append(q, &b, 1, err, sizeof err), QUEUE_OK);
+    assert_non_null(strstr(err, "audit"));
+    /* Before the fix this write waited for ever on the leaked writer. */
+    assert_int_equal(queue_link_put(q, "vendor:0000100003", "acc\t1\t0", err, sizeof err), QUEUE_OK);
+    assert_int_equal(append1(q, "AF1", 100, QUEUE_PENDING, NULL, NULL), QUEUE_OK);
+    assert_int_equal(queue_failed(q), 0);
+    queue_close(q);
+}
+
+static size_t raw_last_txnid(const struct fx *f)
+{
+    char path[600];
+    store_path(f, path, sizeof path);
+    MDB_env *env;
+    MDB_envinfo ei;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_open(env, path, MDB_RDONLY, 0600), 0);
+    assert_int_equal(mdb_env_info(env, &ei), 0);
+    mdb_env_close(env);
+    return ei.me_last_txnid;
+}
+
+/* Every read-write open commits a real transaction, so a fresh meta page
+ * is written and synced over whatever the page cache holds (after a failed
+ * meta sync and a restart, a resend is only answered "duplicate" once such
+ * a meta page is on disk). A readonly open writes nothing. */
+static void test_open_writes_meta(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    queue_close(q);
+    size_t t1 = raw_last_txnid(f);
+    q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    queue_close(q);
+    size_t t2 = raw_last_txnid(f);
+    assert_true(t2 > t1);
+    q = open_q(f, 0, 0, 1);
+    assert_non_null(q);
+    queue_close(q);
+    assert_int_equal(raw_last_txnid(f), t2);
+}
+
 static void test_audit(void **state)
 {
     struct fx *f = *state;
@@ -2529,6 +2591,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keystate_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_links, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_failure_releases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_writes_meta, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_audited, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runs, setup, teardown),
