@@ -588,7 +588,6 @@ static void tx_abort(struct tx *t)
     if (t->txn) {
         mdb_txn_abort(t->txn);
         t->txn = NULL;
-        tx_wunlock(t);
         pthread_rwlock_unlock(&t->q->maplock);
     }
     tx_wunlock(t);
