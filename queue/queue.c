@@ -3,7 +3,7 @@
  *
  * DESIGN
  *
- * Layout. Ten named DBIs, all with plain memcmp keys (no custom comparator,
+ * Layout. Eleven named DBIs, all with plain memcmp keys (no custom comparator,
  * no MDB_INTEGERKEY), so the stock mdb_dump/mdb_stat read the store:
  *
  *   rec      seq(8, BE)                    -> record header, see rec_encode()
@@ -17,9 +17,17 @@
  *            "opened_ms"     -> u64 BE   last read-write open (written so that
  *                                        every open commits a fresh meta page)
  * and, for delivery (added to format 1 later; see "Delivery support" below
- * for their values): keystate, links, audit, auditbyseq, runs. A read-write
- * open creates them when missing (a store made before them); a readonly
- * handle of such a store has NO_DBI for them and reads them as empty.
+ * for their values): keystate, links, audit, auditbyseq, runs, and
+ *   model    seq(8, BE)                    -> the parsed IDoc, packed
+ *                                             (idoc/idoc_pack.h), when ingest
+ *                                             gave one
+ * A read-write open creates them when missing (a store made before them); a
+ * readonly handle of such a store has NO_DBI for them and reads them as
+ * empty. `model` is a cache of `doc`: delivery unpacks it instead of parsing
+ * the XML again, and parses the XML when a record has none (stored by an
+ * older binary, or by a caller that gave none). An older binary's prune
+ * leaves a pruned record's model behind (it does not know the DBI): orphans
+ * that use space but are never read, since seqs are never reused.
  *
  * The XML lives in `doc`, apart from its small header in `rec`, so a state
  * change rewrites ~200 bytes and never the (often multi-page) payload. New
@@ -135,7 +143,7 @@
 #define FREE_DBI            0           /* LMDB's free-page tree (cf. mdb_stat -f) */
 #define NO_DBI              0           /* an optional DBI that does not exist
                                            (named DBIs never get handle 0) */
-#define MAX_DBS             16          /* named DBIs: 10 used, room to add */
+#define MAX_DBS             16          /* named DBIs: 11 used, room to add */
 #define PRUNE_CHUNK         5000        /* deletions per queue_prune write txn */
 #define PRUNE_SCAN          50000       /* entries one prune read txn visits */
 #define LINK_MAX            QUEUE_LINK_VALUE_MAX
@@ -258,7 +266,7 @@ struct queue {
     MDB_dbi main_dbi, rec, doc, dedupe, bystate, info;
     /* Added after format 1 was first released (additive, see init_store):
      * NO_DBI in a readonly handle of a store that predates them. */
-    MDB_dbi keystate, links, audit, auditbyseq, runs;
+    MDB_dbi keystate, links, audit, auditbyseq, runs, model;
     unsigned psize;
     size_t maxkey;
     uint64_t quota;
@@ -664,7 +672,7 @@ static int used_bytes(struct queue *q, MDB_txn *txn, uint64_t *out)
 {
     MDB_dbi dbis[] = { FREE_DBI, q->main_dbi, q->rec, q->doc, q->dedupe,
                        q->bystate, q->info, q->keystate, q->links, q->audit,
-                       q->auditbyseq, q->runs };
+                       q->auditbyseq, q->runs, q->model };
     uint64_t pages = 2; /* the two meta pages */
     for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
         MDB_stat st;
@@ -834,6 +842,8 @@ static uint64_t batch_estimate(struct tx *t, const struct queue_batch *b)
         uint64_t klen = r.n[S_MANDT] + r.n[S_SNDPRN] + r.n[S_DOCNUM] + 2;
         sum += pair_cost(q->psize, 8, rec_size(&r));
         sum += pair_cost(q->psize, 8, it->xml_len);
+        if (it->model_len)
+            sum += pair_cost(q->psize, 8, it->model_len);
         sum += pair_cost(q->psize, klen, 8);
         sum += pair_cost(q->psize, 9, 0);
     }
@@ -905,6 +915,10 @@ static void store_batch(struct tx *t, struct queue_batch *b, uint64_t *next_seq,
 
         MDB_val xv = { it->xml_len, it->xml_len ? (void *)it->xml : (void *)&empty };
         tx_put(t, q->doc, "mdb_put(doc)", &key, &xv, MDB_APPEND);
+        if (it->model_len) {
+            MDB_val mv = { it->model_len, (void *)it->model };
+            tx_put(t, q->model, "mdb_put(model)", &key, &mv, MDB_APPEND);
+        }
 
         MDB_val sv = { 8, sk };
         tx_put(t, q->dedupe, "mdb_put(dedupe)", &k, &sv, MDB_NOOVERWRITE);
@@ -1124,6 +1138,10 @@ static int check_batch(struct queue *q, const struct queue_batch *b, char *err,
             util_seterr(err, len, "item %zu: XML of 4 GiB or more", i);
             return -1;
         }
+        if ((!it->model && it->model_len) || it->model_len >= 0xffffffffu) {
+            util_seterr(err, len, "item %zu: bad model", i);
+            return -1;
+        }
         if (it->state != QUEUE_PENDING && it->state != QUEUE_IGNORED) {
             util_seterr(err, len, "item %zu: initial state must be pending or ignored", i);
             return -1;
@@ -1258,7 +1276,8 @@ static int mkdir_p(const char *path, mode_t mode)
 }
 
 static const char *dbi_names[] = { "rec", "doc", "dedupe", "bystate" };
-static const char *opt_dbi_names[] = { "keystate", "links", "audit", "auditbyseq", "runs" };
+static const char *opt_dbi_names[] = { "keystate", "links", "audit", "auditbyseq", "runs",
+                                        "model" };
 
 /* Open the DBIs and check (or, read-write on a new store, write) the format.
  * Runs in one txn: a read-write open creates all of it or nothing. */
@@ -1336,7 +1355,8 @@ static int init_store(struct queue *q, char *err, size_t len)
      * read-write open creates whichever are missing, in this same txn; a
      * readonly open never creates anything and reads a missing one as
      * empty (NO_DBI). */
-    MDB_dbi *opt[] = { &q->keystate, &q->links, &q->audit, &q->auditbyseq, &q->runs };
+    MDB_dbi *opt[] = { &q->keystate, &q->links, &q->audit, &q->auditbyseq, &q->runs,
+                       &q->model };
     for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) {
         rc = mdb_dbi_open(t.txn, opt_dbi_names[i], ro ? 0 : MDB_CREATE, opt[i]);
         if (rc == MDB_NOTFOUND && ro) {
@@ -1719,9 +1739,11 @@ int queue_list(struct queue *q, int state, uint64_t after_seq, size_t limit,
     return status;
 }
 
-int queue_get(struct queue *q, uint64_t seq, int with_xml, struct queue_record **out,
+int queue_get(struct queue *q, uint64_t seq, int what, struct queue_record **out,
               char *err, size_t errlen)
 {
+    int with_xml = (what & QUEUE_GET_XML) != 0;
+    int with_model = (what & QUEUE_GET_MODEL) != 0;
     if (!q || !out)
         return QUEUE_ERR_INVALID;
     *out = NULL;
@@ -1735,6 +1757,16 @@ int queue_get(struct queue *q, uint64_t seq, int with_xml, struct queue_record *
         util_seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
         return QUEUE_ERR_NOTFOUND;
     }
+    MDB_val mv = { 0, NULL };
+    if (status == QUEUE_OK && with_model) {
+        unsigned char sk[8];
+        put_be64(sk, seq);
+        MDB_val k = { 8, sk };
+        if (q->model == NO_DBI || !tx_get(&t, q->model, "mdb_get(model)", &k, &mv))
+            mv.mv_size = 0;
+        if (!mv.mv_size && !t.rc)
+            with_xml = 1; /* none stored: the XML instead */
+    }
     MDB_val xv = { 0, NULL };
     if (status == QUEUE_OK && with_xml) {
         unsigned char sk[8];
@@ -1745,13 +1777,18 @@ int queue_get(struct queue *q, uint64_t seq, int with_xml, struct queue_record *
         else if (!t.rc && xv.mv_size != r.xml_len)
             tx_fail(&t, MDB_CORRUPTED, "doc length differs from record");
     }
+
     if (t.rc) {
         tx_abort(&t);
         int s = tx_status(&t, err, errlen);
         return status == QUEUE_ERR_VERSION ? status : s;
     }
-    /* One allocation: the struct, then the strings, then the XML. */
-    size_t sz = sizeof **out + rec_strbytes(&r) + (with_xml ? xv.mv_size + 1 : 0);
+    /* One allocation: the struct, then the strings, then the XML, then the
+     * model (8-aligned; unpacked strings point into it, so it lives as long
+     * as the record). */
+    size_t xoff = sizeof **out + rec_strbytes(&r);
+    size_t moff = (xoff + (with_xml ? xv.mv_size + 1 : 0) + 7) & ~(size_t)7;
+    size_t sz = mv.mv_size ? moff + mv.mv_size : moff;
     struct queue_record *rec = malloc(sz);
     if (!rec) {
         tx_abort(&t);
@@ -1767,6 +1804,11 @@ int queue_get(struct queue *q, uint64_t seq, int with_xml, struct queue_record *
         x[xv.mv_size] = '\0';
         rec->xml = x;
         rec->xml_len = xv.mv_size;
+    }
+    if (mv.mv_size) {
+        memcpy((char *)rec + moff, mv.mv_data, mv.mv_size);
+        rec->model = (char *)rec + moff;
+        rec->model_len = mv.mv_size;
     }
     tx_abort(&t);
     *out = rec;
@@ -2838,6 +2880,13 @@ static int prune_rec(struct tx *t, uint64_t seq, int64_t cutoff)
     MDB_val k = { 8, sk };
     tx_del(t, q->rec, "mdb_del(rec)", &k);
     tx_del(t, q->doc, "mdb_del(doc): doc missing", &k);
+    if (q->model != NO_DBI && !t->rc) {
+        /* Optional: records stored without a model have none. */
+        MDB_val mk = k;
+        int mrc = mdb_del(t->txn, q->model, &mk, NULL);
+        if (mrc && mrc != MDB_NOTFOUND)
+            tx_fail(t, mrc, "mdb_del(model)");
+    }
     state_key(bk, state, seq);
     MDB_val bkv = { 9, bk };
     tx_del(t, q->bystate, "mdb_del(bystate): entry missing", &bkv);

@@ -27,6 +27,8 @@
  *                                             state, attempts, times, xml_len,
  *                                             length-prefixed strings)
  *   doc      seq(8)                        -> the IDoc XML, unchanged
+ *   model    seq(8)                        -> the parsed IDoc, packed (opaque
+ *                                             here; a cache of doc, optional)
  *   dedupe   MANDT 0x1f SNDPRN 0x1f DOCNUM -> seq(8)
  *   bystate  state(1) seq(8)               -> "" (pending/failed/... in seq order)
  *   info     "format" -> u32, "next_seq" -> u64, "count.<state>" -> u64,
@@ -42,7 +44,7 @@
  * store is created and changes only when the layout or an encoding changes
  * incompatibly (additions old binaries can ignore, such as a new info key or a
  * new DBI, do not bump it). Such additive DBIs (keystate, links, audit,
- * auditbyseq, runs were added this way, still format 1) are created by a
+ * auditbyseq, runs and model were added this way, still format 1) are created by a
  * read-write open when missing; a readonly open reads a missing one as empty
  * (it does not see one another process creates after it opened). An older
  * format-1 binary never opens them, ignores them and keeps working: records,
@@ -114,6 +116,12 @@ struct queue_item {
                              "vendor:0000100003 contact:0000152955" */
     const char *xml;      /* the IDoc as a standalone UTF-8 document */
     size_t xml_len;
+    const void *model;    /* optional (NULL, 0: none): the parsed IDoc in a
+                             form the reader can use without parsing the XML
+                             again (ingest: idoc_pack). Stored as given and
+                             handed back by queue_get(QUEUE_GET_MODEL); the
+                             queue does not look inside. < 4 GiB. */
+    size_t model_len;
     int state;            /* initial state: QUEUE_PENDING or QUEUE_IGNORED */
     /* Results, filled by the committer: */
     uint64_t seq;         /* the record's sequence number (the original's
@@ -151,6 +159,9 @@ struct queue_record {
                *credat, *cretim, *keys, *error;
     const char *xml;          /* NULL unless asked for (then NUL-terminated) */
     size_t xml_len;           /* the stored XML's length, even when xml is NULL */
+    const void *model;        /* NULL unless asked for AND stored; 8-byte
+                                 aligned, model_len bytes */
+    size_t model_len;
 };
 
 struct queue_stats {
@@ -239,8 +250,14 @@ int queue_list(struct queue *q, int state, uint64_t after_seq, size_t limit,
                int (*cb)(const struct queue_record *r, void *ud), void *ud,
                char *err, size_t errlen);
 
-/* Read one record (with its XML when with_xml). *out is owned by the caller. */
-int queue_get(struct queue *q, uint64_t seq, int with_xml,
+/* Read one record; `what` adds its XML (QUEUE_GET_XML; 1 means that too)
+ * and/or its stored model (QUEUE_GET_MODEL; when the record has none,
+ * record->model stays NULL and its XML is read instead, so that a reader who
+ * needs the IDoc gets one of the two in one read). *out is one allocation
+ * owned by the caller. */
+#define QUEUE_GET_XML   1
+#define QUEUE_GET_MODEL 2
+int queue_get(struct queue *q, uint64_t seq, int what,
               struct queue_record **out, char *err, size_t errlen);
 void queue_record_free(struct queue_record *r);
 

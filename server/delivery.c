@@ -62,6 +62,7 @@
 #include "d365/governor.h"
 #include "d365/webapi.h"
 #include "idoc/idoc.h"
+#include "idoc/idoc_pack.h"
 #include "queue/queue.h"
 #include "server/mapref.h"
 
@@ -869,6 +870,39 @@ static int map_cb(const struct idoc *doc, void *ud, char *err, size_t errlen)
     return 0;
 }
 
+/* Map the record's IDoc: from its stored model when it has a usable one
+ * (the common case: no XML parse), else by parsing its XML. Returns an
+ * idoc_status, as idoc_parse does. */
+static int model_map(struct delivery *d, struct rec_work *w, struct parse_ctx *pc, char *err,
+                     size_t errlen)
+{
+    struct queue_record *r = w->r;
+    if (r->model) {
+        struct idoc *doc;
+        char why[160];
+        int rc = idoc_unpack(r->model, r->model_len, &doc, why, sizeof why);
+        if (rc == 0) {
+            int st = map_cb(doc, pc, err, errlen) ? IDOC_ERR_CALLBACK : IDOC_OK;
+            idoc_unpack_free(doc);
+            return st;
+        }
+        if (rc == -2) {
+            snprintf(err, errlen, "out of memory");
+            return IDOC_ERR_NOMEM;
+        }
+        /* Damaged or of another version: the XML is the record; read it. */
+        log_warn("delivery: seq=%llu docnum=%s: stored model unusable (%s); parsing the XML",
+                 (unsigned long long)r->seq, r->docnum, why);
+        struct queue_record *x;
+        if (queue_get(d->o.queue, r->seq, QUEUE_GET_XML, &x, err, errlen) != QUEUE_OK)
+            return IDOC_ERR_NOMEM; /* read failure: the caller retries the record */
+        int st = idoc_parse(x->xml, x->xml_len, NULL, map_cb, pc, err, errlen);
+        queue_record_free(x);
+        return st;
+    }
+    return idoc_parse(r->xml, r->xml_len, NULL, map_cb, pc, err, errlen);
+}
+
 /* Prepare one record: superseded? mapped ops? */
 static void prepare(struct delivery *d, struct d365_client *client, struct rec_work *w)
 {
@@ -887,7 +921,7 @@ static void prepare(struct delivery *d, struct d365_client *client, struct rec_w
     w->links.q = d->o.queue;
     struct rec_lookups lk = {client, 0, 0, ""};
     struct parse_ctx pc = {d, w, &lk, 0};
-    int st = idoc_parse(r->xml, r->xml_len, NULL, map_cb, &pc, err, sizeof err);
+    int st = model_map(d, w, &pc, err, sizeof err);
     if (lk.retry) {
         w->result = RR_RETRY;
         snprintf(w->error, sizeof w->error, "%s", lk.why);
@@ -897,6 +931,14 @@ static void prepare(struct delivery *d, struct d365_client *client, struct rec_w
     if (lk.failed) {
         w->result = RR_FAILED;
         snprintf(w->error, sizeof w->error, "%s", lk.why);
+        mapping_ops_clear(&w->ops);
+        return;
+    }
+    if (st == IDOC_ERR_NOMEM) {
+        /* Not the record's fault (memory, or its XML could not be read):
+         * try it again later. */
+        w->result = RR_RETRY;
+        snprintf(w->error, sizeof w->error, "mapping: %.1400s", err);
         mapping_ops_clear(&w->ops);
         return;
     }
@@ -983,7 +1025,8 @@ static void run_job(struct worker *wk, struct job *j)
     size_t nops = 0;
     for (size_t i = 0; i < j->n; i++) {
         mapping_ops_init(&w[i].ops);
-        if (queue_get(d->o.queue, j->seqs[i], 1, &w[i].r, err, sizeof err) != QUEUE_OK) {
+        /* The packed model when ingest stored one (no XML parse), else the XML. */
+        if (queue_get(d->o.queue, j->seqs[i], QUEUE_GET_MODEL, &w[i].r, err, sizeof err) != QUEUE_OK) {
             log_error("delivery: reading seq %llu: %s", (unsigned long long)j->seqs[i], err);
             w[i].result = RR_RETRY;
             continue;

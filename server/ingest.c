@@ -47,6 +47,7 @@
 #include "common/util.h"
 #include "config/mapping.h"
 #include "idoc/idoc.h"
+#include "idoc/idoc_pack.h"
 #include "queue/queue.h"
 #include "server/mapref.h"
 
@@ -201,7 +202,12 @@ static int add_item(struct ingest_req *r, const struct idoc *doc, const struct m
     const char *src[] = {doc->mandt, doc->sndprn, doc->docnum, doc->mestyp, doc->idoctyp,
                          doc->cimtyp, doc->credat, doc->cretim, mc->keys};
     enum { NSTR = sizeof src / sizeof src[0] };
-    size_t len[NSTR], total = doc->xml_len + 1;
+    /* The parsed model is stored packed next to the XML, so that delivery
+     * need not parse the XML again (about a third of its CPU per record).
+     * Packing costs a few microseconds here; 0 (never for a parsed model)
+     * just stores none and delivery parses the XML. */
+    size_t mlen = mc->route == MAPPING_IGNORE ? 0 : idoc_pack_size(doc);
+    size_t len[NSTR], total = doc->xml_len + 1 + mlen;
     for (size_t i = 0; i < NSTR; i++) total += (len[i] = strlen(src[i])) + 1;
 
     uint64_t newres = atomic_fetch_add(&r->in->inflight_bytes, total) + total;
@@ -229,6 +235,9 @@ static int add_item(struct ingest_req *r, const struct idoc *doc, const struct m
     }
     memcpy(p, doc->xml, doc->xml_len);
     p[doc->xml_len] = 0;
+    char *model = p + doc->xml_len + 1;
+    if (mlen && idoc_pack(doc, model, mlen) != mlen)
+        mlen = 0;
     struct queue_item *it = &r->items[r->nitems];
     memset(it, 0, sizeof *it);
     it->mandt = dst[0]; it->sndprn = dst[1]; it->docnum = dst[2]; it->mestyp = dst[3];
@@ -236,6 +245,8 @@ static int add_item(struct ingest_req *r, const struct idoc *doc, const struct m
     it->keys = dst[8];
     it->xml = p;
     it->xml_len = doc->xml_len;
+    it->model = mlen ? model : NULL;
+    it->model_len = mlen;
     it->state = mc->route == MAPPING_IGNORE ? QUEUE_IGNORED : QUEUE_PENDING;
     r->blocks[r->nitems++] = block;
     return 0;

@@ -23,6 +23,7 @@
 
 #include "idoc/idoc.h"
 #include "idoc/idoc_json.h"
+#include "idoc/idoc_pack.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define UNDER_SANITIZER 1
@@ -2400,6 +2401,169 @@ static void test_dict_growth(void **state)
 }
 
 /* Speed report (no assertion): docs/s for the ~6 KB ORDERS05 fixture. */
+/* ------------------------------------------------------------------------ */
+/* idoc_pack: the model as stored for delivery                              */
+
+struct pack_ctx {
+    size_t n;
+    unsigned char *biggest;   /* the largest packed value seen, for mutation */
+    size_t biggest_len;
+};
+
+static char *model_string(const struct idoc *doc)
+{
+    cJSON *j = idoc_json(doc);
+    assert_non_null(j);
+    cJSON_AddStringToObject(j, "root", doc->root);
+    const char *conv[][2] = { { "docnum", doc->docnum }, { "mandt", doc->mandt },
+                              { "sndprn", doc->sndprn }, { "sndpor", doc->sndpor },
+                              { "idoctyp", doc->idoctyp }, { "cimtyp", doc->cimtyp },
+                              { "mestyp", doc->mestyp }, { "credat", doc->credat },
+                              { "cretim", doc->cretim } };
+    for (size_t i = 0; i < sizeof conv / sizeof conv[0]; i++)
+        cJSON_AddStringToObject(j, conv[i][0], conv[i][1]);
+    char *out = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return out;
+}
+
+/* Pack each IDoc in the callback, unpack it, and compare everything the
+ * model holds (structure, names, values, the trimmed convenience copies). */
+static int pack_cb(const struct idoc *doc, void *ud, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    struct pack_ctx *c = ud;
+    size_t len = idoc_pack_size(doc);
+    assert_true(len > 2);
+    unsigned char *buf = malloc(len);
+    assert_non_null(buf);
+    assert_int_equal(idoc_pack(doc, buf, len - 1), 0); /* wrong length: refused */
+    assert_int_equal(idoc_pack(doc, buf, len), len);
+    struct idoc *u = NULL;
+    char why[160];
+    assert_int_equal(idoc_unpack(buf, len, &u, why, sizeof why), 0);
+    assert_null(u->xml);
+    char *a = model_string(doc), *b = model_string(u);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    idoc_unpack_free(u);
+    if (len > c->biggest_len) {
+        free(c->biggest);
+        c->biggest = buf;
+        c->biggest_len = len;
+    } else {
+        free(buf);
+    }
+    c->n++;
+    return 0;
+}
+
+static void test_pack_roundtrip(void **state)
+{
+    (void)state;
+    struct pack_ctx c = { 0 };
+    size_t want = 0;
+    for (size_t i = 0; i < NFIXTURES; i++) {
+        size_t len;
+        char *buf = read_file(FIXTURES[i].file, &len);
+        assert_non_null(buf);
+        char err[512];
+        assert_int_equal(idoc_parse(buf, len, NULL, pack_cb, &c, err, sizeof err), IDOC_OK);
+        want += FIXTURES[i].n;
+        free(buf);
+    }
+    assert_int_equal(c.n, want);
+
+    /* Damaged values are refused whole, never read outside the value
+     * (ASan checks that): every truncation, and every byte replaced. */
+    const unsigned char *v = c.biggest;
+    size_t n = c.biggest_len;
+    struct idoc *u;
+    char why[160];
+    for (size_t cut = 0; cut < n; cut++) {
+        unsigned char *t = malloc(cut ? cut : 1);
+        memcpy(t, v, cut);
+        assert_int_equal(idoc_unpack(t, cut, &u, why, sizeof why), -1);
+        assert_null(u);
+        free(t);
+    }
+    static const unsigned char repl[] = { 0x00, 0x01, 0x7f, 0x80, 0xff };
+    size_t accepted = 0;
+    unsigned char *t = malloc(n);
+    for (size_t pos = 0; pos < n; pos++) {
+        for (size_t k = 0; k < sizeof repl; k++) {
+            if (v[pos] == repl[k])
+                continue;
+            memcpy(t, v, n);
+            t[pos] = repl[k];
+            int rc = idoc_unpack(t, n, &u, why, sizeof why);
+            assert_true(rc == 0 || rc == -1);
+            if (rc == 0) {
+                /* a changed character inside a string: a valid model */
+                char *s = model_string(u);
+                free(s);
+                idoc_unpack_free(u);
+                accepted++;
+            } else {
+                assert_non_null(strstr(why, "packed IDoc model"));
+            }
+        }
+    }
+    assert_true(accepted > 0);
+    free(t);
+
+    /* Another version, and totals that announce more than the value can hold. */
+    unsigned char other[] = { 'I', 2, 0, 0 };
+    assert_int_equal(idoc_unpack(other, sizeof other, &u, why, sizeof why), -1);
+    assert_string_equal(why, "not a version-1 packed IDoc model");
+    unsigned char huge[] = { 'I', 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0 };
+    assert_int_equal(idoc_unpack(huge, sizeof huge, &u, why, sizeof why), -1);
+    free(c.biggest);
+}
+
+/* A model nested deeper than the parser allows cannot be packed (0); one at
+ * the limit can, and comes back intact. */
+static void test_pack_depth(void **state)
+{
+    (void)state;
+    enum { DEEP = 300 };
+    struct idoc_segment *segs = calloc(DEEP, sizeof *segs);
+    struct idoc_field fld = { "F", "v" };
+    for (size_t i = 0; i < DEEP; i++) {
+        segs[i].name = "S";
+        segs[i].fields = &fld;
+        segs[i].nfields = 1;
+        segs[i].children = i + 1 < DEEP ? &segs[i + 1] : NULL;
+        segs[i].nchildren = i + 1 < DEEP ? 1 : 0;
+    }
+    struct idoc_field ctl = { "DOCNUM", "1" };
+    struct idoc d = { .root = "R", .control = &ctl, .ncontrol = 1, .docnum = "1", .mandt = "",
+                      .sndprn = "", .sndpor = "", .idoctyp = "", .cimtyp = "", .mestyp = "",
+                      .credat = "", .cretim = "", .segments = segs, .nsegments = 1 };
+    assert_int_equal(idoc_pack_size(&d), 0);
+    segs[255].children = NULL; /* depth 256: the limit */
+    segs[255].nchildren = 0;
+    size_t len = idoc_pack_size(&d);
+    assert_true(len > 0);
+    unsigned char *buf = malloc(len);
+    assert_int_equal(idoc_pack(&d, buf, len), len);
+    struct idoc *u;
+    assert_int_equal(idoc_unpack(buf, len, &u, NULL, 0), 0);
+    const struct idoc_segment *s = u->segments;
+    size_t depth = 1;
+    while (s->nchildren) {
+        assert_string_equal(s->name, "S");
+        assert_string_equal(s->fields[0].value, "v");
+        s = s->children;
+        depth++;
+    }
+    assert_int_equal(depth, 256);
+    idoc_unpack_free(u);
+    free(buf);
+    free(segs);
+}
+
 static void test_speed_report(void **state)
 {
     (void)state;
@@ -2464,6 +2628,8 @@ int main(void)
         cmocka_unit_test(test_crlf_tabs),
         cmocka_unit_test(test_long_field),
         cmocka_unit_test(test_dict_growth),
+        cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_pack_depth),
         cmocka_unit_test(test_speed_report),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -1045,18 +1045,26 @@ static void test_readonly(void **state)
     queue_close(q);
 }
 
-/* Write raw LMDB, as a newer binary or a disk fault would. */
-static void raw_put(const struct fx *f, const char *db, const void *key, size_t klen,
-                    const void *val, size_t vlen)
+/* The store opened with plain LMDB (flags: 0 or MDB_RDONLY), for tests
+ * that look under the queue API or write what it never would. */
+static MDB_env *raw_env(const struct fx *f, unsigned flags)
 {
     char path[600];
     store_path(f, path, sizeof path);
     MDB_env *env;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 16), 0);
+    assert_int_equal(mdb_env_open(env, path, flags, 0600), 0);
+    return env;
+}
+
+/* Write raw LMDB, as a newer binary or a disk fault would. */
+static void raw_put(const struct fx *f, const char *db, const void *key, size_t klen,
+                    const void *val, size_t vlen)
+{
+    MDB_env *env = raw_env(f, 0);
     MDB_txn *txn;
     MDB_dbi dbi;
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-    assert_int_equal(mdb_env_open(env, path, 0, 0600), 0);
     assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
     assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
     MDB_val k = { klen, (void *)key }, v = { vlen, (void *)val };
@@ -1697,12 +1705,8 @@ static void test_audit_failure_releases(void **state)
 
 static size_t raw_last_txnid(const struct fx *f)
 {
-    char path[600];
-    store_path(f, path, sizeof path);
-    MDB_env *env;
+    MDB_env *env = raw_env(f, MDB_RDONLY);
     MDB_envinfo ei;
-    assert_int_equal(mdb_env_create(&env), 0);
-    assert_int_equal(mdb_env_open(env, path, MDB_RDONLY, 0600), 0);
     assert_int_equal(mdb_env_info(env, &ei), 0);
     mdb_env_close(env);
     return ei.me_last_txnid;
@@ -2326,6 +2330,96 @@ static void drop_new_dbis(const struct fx *f)
     mdb_env_close(env);
 }
 
+/* Entries in one DBI, read raw (the queue API does not expose the model DBI). */
+static size_t raw_count(const struct fx *f, const char *db)
+{
+    MDB_env *env = raw_env(f, MDB_RDONLY);
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_stat st;
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    assert_int_equal(mdb_stat(txn, dbi, &st), 0);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return st.ms_entries;
+}
+
+/* The packed model travels next to the XML: stored as given, read back
+ * with QUEUE_GET_MODEL (aligned, the XML skipped), the XML instead when a
+ * record has none, pruned with its record. */
+static void test_model(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256];
+    static const char model[] = "I\001packed-model-bytes\000with a NUL inside";
+
+    struct queue_item it[2];
+    item_init(&it[0], "SAPECC", "M1", 2000, QUEUE_PENDING);
+    item_init(&it[1], "SAPECC", "M2", 2000, QUEUE_PENDING);
+    it[0].model = model;
+    it[0].model_len = sizeof model;
+    assert_int_equal(queue_append(q, it, 2, NULL, err, sizeof err), QUEUE_OK);
+
+    struct queue_record *r;
+    assert_int_equal(queue_get(q, it[0].seq, QUEUE_GET_MODEL, &r, err, sizeof err), QUEUE_OK);
+    assert_non_null(r->model);
+    assert_int_equal((uintptr_t)r->model % 8, 0);
+    assert_int_equal(r->model_len, sizeof model);
+    assert_memory_equal(r->model, model, sizeof model);
+    assert_null(r->xml);
+    assert_int_equal(r->xml_len, it[0].xml_len);
+    assert_string_equal(r->docnum, "M1");
+    queue_record_free(r);
+
+    assert_int_equal(queue_get(q, it[0].seq, QUEUE_GET_XML, &r, err, sizeof err), QUEUE_OK);
+    assert_null(r->model);
+    assert_memory_equal(r->xml, it[0].xml, it[0].xml_len);
+    queue_record_free(r);
+
+    assert_int_equal(queue_get(q, it[0].seq, QUEUE_GET_XML | QUEUE_GET_MODEL, &r, err, sizeof err),
+                     QUEUE_OK);
+    assert_memory_equal(r->xml, it[0].xml, it[0].xml_len);
+    assert_int_equal(r->xml[r->xml_len], '\0');
+    assert_memory_equal(r->model, model, sizeof model);
+    assert_int_equal((uintptr_t)r->model % 8, 0);
+    queue_record_free(r);
+
+    /* No model stored: the XML comes instead. */
+    assert_int_equal(queue_get(q, it[1].seq, QUEUE_GET_MODEL, &r, err, sizeof err), QUEUE_OK);
+    assert_null(r->model);
+    assert_int_equal(r->model_len, 0);
+    assert_non_null(r->xml);
+    assert_memory_equal(r->xml, it[1].xml, it[1].xml_len);
+    queue_record_free(r);
+
+    /* A model length without bytes is refused at submit. */
+    struct queue_item bad;
+    item_init(&bad, "SAPECC", "M3", 100, QUEUE_PENDING);
+    bad.model_len = 10;
+    assert_int_equal(queue_append(q, &bad, 1, NULL, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_non_null(strstr(err, "bad model"));
+    item_free(&bad);
+
+    /* Prune removes the model with its record. */
+    deliver(q, it[0].seq, "vendor:M1");
+    deliver(q, it[1].seq, "vendor:M2");
+    queue_close(q);
+    assert_int_equal(raw_count(f, "model"), 1);
+    q = open_q(f, 64 * MIB, 0, 0);
+    size_t nrec = 0;
+    assert_int_equal(queue_prune(q, wall_ms() + 60000, 0, &nrec, NULL, err, sizeof err), QUEUE_OK);
+    assert_int_equal(nrec, 2);
+    assert_consistent(q);
+    queue_close(q);
+    assert_int_equal(raw_count(f, "model"), 0);
+    assert_int_equal(raw_count(f, "doc"), 0);
+    item_free(&it[0]);
+    item_free(&it[1]);
+}
+
 static void test_legacy_store(void **state)
 {
     struct fx *f = *state;
@@ -2600,6 +2694,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prune_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
