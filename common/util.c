@@ -21,6 +21,36 @@ void util_seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+size_t util_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (!cap) return n;
+    size_t k = n < cap - 1 ? n : cap - 1;
+    if (k) memcpy(dst, src, k);
+    dst[k] = '\0';
+    return n;
+}
+
+size_t util_concat(char *dst, size_t cap, ...)
+{
+    va_list ap;
+    va_start(ap, cap);
+    size_t total = 0, used = 0;
+    const char *s;
+    while ((s = va_arg(ap, const char *)) != NULL) {
+        size_t n = strlen(s);
+        total += n;
+        if (cap && used < cap - 1) {
+            size_t k = n < cap - 1 - used ? n : cap - 1 - used;
+            memcpy(dst + used, s, k);
+            used += k;
+        }
+    }
+    va_end(ap);
+    if (cap) dst[used] = '\0';
+    return total;
+}
+
 int util_read_file(const char *path, size_t max, char **out, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -23,6 +23,8 @@
  */
 #include "config/mapping_internal.h"
 
+#include "common/util.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,7 +330,7 @@ static const char *loc(struct ectx *e, const struct scope *sc, const char *what)
     size_t n = strlen(sc->where) + strlen(what) + 2;
     char *p = aalloc(&e->ar, n);
     if (!p) return what;
-    snprintf(p, n, "%s/%s", sc->where, what);
+    UTIL_CONCAT(p, n, sc->where, "/", what);
     return p;
 }
 
@@ -957,7 +959,7 @@ static struct mapping_op *op_new(struct ectx *e, struct mapping_ops *ops)
     struct mapping_op *o = &ops->v[ops->n++];
     memset(o, 0, sizeof *o);
     o->depends_on = -1;
-    snprintf(o->docnum, sizeof o->docnum, "%s", e->doc->docnum ? e->doc->docnum : "");
+    util_copy(o->docnum, sizeof o->docnum, e->doc->docnum);
     return o;
 }
 
@@ -997,15 +999,15 @@ static int link_put(struct ectx *e, const char *party, const char *number, const
         e->cappl = nc;
     }
     struct plink *p = &e->pl[e->npl++];
-    snprintf(p->party, sizeof p->party, "%s", party);
-    snprintf(p->number, sizeof p->number, "%s", number);
+    util_copy(p->party, sizeof p->party, party);
+    util_copy(p->number, sizeof p->number, number);
     p->rec = *rec;
     return 0;
 }
 
 static void set_rec(struct mapping_link_rec *r, const char *other, int exists, int merged)
 {
-    snprintf(r->other, sizeof r->other, "%s", other ? other : "");
+    util_copy(r->other, sizeof r->other, other);
     r->exists = exists;
     r->merged = merged;
 }
@@ -1041,7 +1043,7 @@ static char *business_key(struct ectx *e, const char *party, const char *value)
     size_t n = strlen(party) + 3 * strlen(value) + 2;
     char *s = aalloc(&e->ar, n), *p = s;
     if (!s) return NULL;
-    p += snprintf(s, n, "%s:", party);
+    p += UTIL_CONCAT(s, n, party, ":");
     for (const unsigned char *v = (const unsigned char *)value; *v; v++) {
         if (*v <= 0x20 || *v == '%' || *v == 0x7f) {
             *p++ = '%';
@@ -1764,8 +1766,8 @@ static int memlinks_put(void *ud, const char *party, const char *number, const s
         l->cap = nc;
     }
     struct memlink *x = &l->v[l->n++];
-    snprintf(x->party, sizeof x->party, "%s", party);
-    snprintf(x->number, sizeof x->number, "%s", number);
+    util_copy(x->party, sizeof x->party, party);
+    util_copy(x->number, sizeof x->number, number);
     x->rec = *rec;
     return 0;
 }

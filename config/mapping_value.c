@@ -328,33 +328,38 @@ void mapping_buf_putc(struct mbuf *b, char c)
 void mapping_buf_json_str(struct mbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    if (grow(b, n + 2)) return;
-    mapping_buf_putc(b, '"');
+    /* Room for the worst case (every byte as \u00XX) once, then write
+     * straight into the buffer: 18 values per record went through three
+     * checked puts each (6 % of the delivery CPU). */
+    if (n > (SIZE_MAX - 3) / 6 || grow(b, 6 * n + 2)) return;
+    char *o = b->p + b->n;
+    *o++ = '"';
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') continue;
-        mapping_buf_put(b, s + run, i - run);
+        if (i > run) memcpy(o, s + run, i - run);
+        o += i - run;
         run = i + 1;
-        char e[7] = {'\\', 0, 0, 0, 0, 0, 0};
+        *o++ = '\\';
         switch (c) {
-        case '"': e[1] = '"'; break;
-        case '\\': e[1] = '\\'; break;
-        case '\n': e[1] = 'n'; break;
-        case '\r': e[1] = 'r'; break;
-        case '\t': e[1] = 't'; break;
-        case '\b': e[1] = 'b'; break;
-        case '\f': e[1] = 'f'; break;
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
         default:
-            e[1] = 'u'; e[2] = '0'; e[3] = '0';
-            e[4] = hex[c >> 4]; e[5] = hex[c & 15];
-            mapping_buf_put(b, e, 6);
-            continue;
+            *o++ = 'u'; *o++ = '0'; *o++ = '0';
+            *o++ = hex[c >> 4]; *o++ = hex[c & 15];
         }
-        mapping_buf_put(b, e, 2);
     }
-    mapping_buf_put(b, s + run, n - run);
-    mapping_buf_putc(b, '"');
+    if (n > run) memcpy(o, s + run, n - run);
+    o += n - run;
+    *o++ = '"';
+    *o = 0;
+    b->n = (size_t)(o - b->p);
 }
 
 static int unreserved(unsigned char c)

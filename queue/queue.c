@@ -1632,6 +1632,21 @@ int queue_stats(struct queue *q, struct queue_stats *out, char *err, size_t errl
 
 /* Decode the rec value of seq in t, or fail t (a record that bystate or
  * dedupe points to must exist: anything else is corruption). */
+/* Decode a stored record header; a damaged or newer one fails t. */
+static int decode_rec(struct tx *t, const MDB_val *v, struct rec *r)
+{
+    int d = rec_decode(v->mv_data, v->mv_size, r);
+    if (d == DEC_NEWER) {
+        tx_fail(t, MDB_VERSION_MISMATCH, "record encoding newer than this binary");
+        return QUEUE_ERR_VERSION;
+    }
+    if (d != DEC_OK) {
+        tx_fail(t, MDB_CORRUPTED, "record encoding");
+        return QUEUE_ERR_STORAGE;
+    }
+    return QUEUE_OK;
+}
+
 static int load_rec(struct tx *t, uint64_t seq, struct rec *r, bool must_exist)
 {
     unsigned char sk[8];
@@ -1646,16 +1661,7 @@ static int load_rec(struct tx *t, uint64_t seq, struct rec *r, bool must_exist)
         }
         return QUEUE_ERR_NOTFOUND;
     }
-    int d = rec_decode(v.mv_data, v.mv_size, r);
-    if (d == DEC_NEWER) {
-        tx_fail(t, MDB_VERSION_MISMATCH, "record encoding newer than this binary");
-        return QUEUE_ERR_VERSION;
-    }
-    if (d != DEC_OK) {
-        tx_fail(t, MDB_CORRUPTED, "record encoding");
-        return QUEUE_ERR_STORAGE;
-    }
-    return QUEUE_OK;
+    return decode_rec(t, &v, r);
 }
 
 int queue_list(struct queue *q, int state, uint64_t after_seq, size_t limit,
@@ -1862,12 +1868,25 @@ static void apply_bookkeeping(struct tx *t, uint64_t seq, const struct rec *r,
  * and next_attempt). With c: apply c's fields as given. Returns 1 changed,
  * 0 skipped, -1 no such record (t not failed), or -1 with t->rc set.
  */
-static int change_one(struct tx *t, uint64_t seq, int from, int to,
+static int change_one(struct tx *t, MDB_cursor *cur, uint64_t seq, int from, int to,
                       const struct queue_change *c, int64_t now, struct buf *sb)
 {
     struct queue *q = t->q;
     struct rec r;
-    if (load_rec(t, seq, &r, false) != QUEUE_OK)
+    /* Through a cursor on rec: one search finds the record, and the put
+     * below replaces it where the cursor stands (MDB_CURRENT) instead of
+     * searching again. */
+    unsigned char sk[8];
+    put_be64(sk, seq);
+    MDB_val k = { 8, sk }, cv;
+    int grc = mdb_cursor_get(cur, &k, &cv, MDB_SET_KEY);
+    if (grc == MDB_NOTFOUND)
+        return -1;
+    if (grc) {
+        tx_fail(t, grc, "mdb_cursor_get(rec)");
+        return -1;
+    }
+    if (decode_rec(t, &cv, &r) != QUEUE_OK)
         return -1;
     if (from >= 0 && r.state != from)
         return 0;
@@ -1899,10 +1918,13 @@ static int change_one(struct tx *t, uint64_t seq, int from, int to,
         return -1;
     }
     rec_encode(&r, p);
-    unsigned char sk[8];
-    put_be64(sk, seq);
-    MDB_val k = { 8, sk }, v = { sz, p };
-    tx_put(t, q->rec, "mdb_put(rec)", &k, &v, 0);
+    MDB_val v = { sz, p };
+    k = (MDB_val){ 8, sk };
+    int prc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
+    if (prc) {
+        tx_fail(t, prc, "mdb_cursor_put(rec)");
+        return -1;
+    }
     if (old != to) {
         static const unsigned char empty = 0;
         unsigned char bk[9];
@@ -1956,13 +1978,18 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
     struct buf sb = { 0 };
     int64_t now = now_ms();
     size_t moved = 0;
-    for (size_t i = 0; i < n; i++) {
+    MDB_cursor *cur = NULL;
+    int orc = n ? mdb_cursor_open(t.txn, q->rec, &cur) : 0;
+    if (orc)
+        tx_fail(&t, orc, "mdb_cursor_open(rec)");
+    for (size_t i = 0; i < n && !t.rc; i++) {
         uint64_t seq = c ? c[i].seq : seqs[i];
         int f = c ? c[i].from_state : from, to_s = c ? c[i].to_state : to;
-        int r = change_one(&t, seq, f, to_s, c ? &c[i] : NULL, now, &sb);
+        int r = change_one(&t, cur, seq, f, to_s, c ? &c[i] : NULL, now, &sb);
         if (r < 0) {
             if (!t.rc) {
                 /* Unknown seq: the whole call fails, nothing is applied. */
+                mdb_cursor_close(cur);
                 tx_abort(&t);
                 free(sb.p);
                 util_seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
@@ -1972,6 +1999,8 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
         }
         moved += (size_t)r;
     }
+    if (cur)
+        mdb_cursor_close(cur); /* a write txn's cursor: closed before its end */
     free(sb.p);
     /* The audit of a delivery job rides in the same transaction as its
      * outcomes: one commit and one fsync instead of two. */
@@ -2341,7 +2370,7 @@ int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *
     }
     size_t klen = strlen(key);
     if (klen > q->maxkey || q->keystate == NO_DBI) {
-        util_seterr(err, errlen, "no keystate for %.200s", key);
+        if (err && errlen) UTIL_CONCAT(err, errlen, "no keystate for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
     struct tx t;
@@ -2358,7 +2387,7 @@ int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *
     if (t.rc)
         return fail_status(&t, status, err, errlen);
     if (!found) {
-        util_seterr(err, errlen, "no keystate for %.200s", key);
+        if (err && errlen) UTIL_CONCAT(err, errlen, "no keystate for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
     return QUEUE_OK;
@@ -2395,7 +2424,7 @@ int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
     }
     size_t klen = strlen(key);
     if (klen > q->maxkey || q->links == NO_DBI) {
-        util_seterr(err, errlen, "no link for %.200s", key);
+        if (err && errlen) UTIL_CONCAT(err, errlen, "no link for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
     struct tx t;
@@ -2418,7 +2447,7 @@ int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
     if (t.rc)
         return tx_status(&t, err, errlen);
     if (!found) {
-        util_seterr(err, errlen, "no link for %.200s", key);
+        if (err && errlen) UTIL_CONCAT(err, errlen, "no link for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
     return status;

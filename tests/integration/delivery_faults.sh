@@ -92,5 +92,27 @@ eq "three accounts" "$(dumpq "len(d['records']['accounts'])")" 3
 check "sent twice (the first outcome was lost, upserts make that harmless)" \
   [ "$(dumpq "sum(1 for e in d['log'] if e.get('set') == 'accounts')")" -ge 6 ]
 mlc_stop
+
+# The same fault when the worker already holds its next job: a finishing
+# worker claims its next job in the transaction that records its outcomes,
+# so that claim fails too. The next job must then be claimed on its own
+# (never sent unclaimed) and everything still arrive. One record per job.
+rm -rf "$T/queue"
+curl -s -X POST "$DV_URL/_fake/reset" >/dev/null
+fake_config '{"latency_ms": 1000, "fail_503_every": 0, "reset_every": 0}'
+SCHEDULE=continuous DELIVERY='"workers": 1, "batch_size": 1, "retry_base_s": 1, "retry_cap_s": 2' mlc_config 64 8
+MLC_PRELOAD=$MLC_ROOT/$MLC_BUILD/preload/fault_fsync.so mlc_start
+eq "POST a packet of 3 vendors (3 jobs of 1)" "$(post "$FIX/idoc/cremas06_packet.xml")" 200
+sleep 0.4 # the first job is on the wire, the second waits for the worker
+: >"$MLC_FAULT_FSYNC"
+check "the fault was hit" wait_for_gone "$MLC_FAULT_FSYNC" 10
+check "all 3 delivered after all" wait_settled 3 20
+eq "none failed" "$(qcount failed)" 0
+eq "none left inflight" "$(qcount inflight)" 0
+check "the outcome was put back to pending, the next job claimed on its own" \
+  grep -q 'put back to pending.*the next job is claimed on its own' "$T/server.log"
+fake_dump
+eq "three accounts" "$(dumpq "len(d['records']['accounts'])")" 3
+mlc_stop
 unset MLC_FAULT_FSYNC
 mlc_finish

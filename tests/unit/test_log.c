@@ -77,6 +77,33 @@ static void test_text_and_levels(void **s)
 
 /* util_sha256 against FIPS 180-2 test vectors, and the same digest on every
  * call (the MD is fetched once and shared). */
+/* util_copy / util_concat: snprintf("%s")'s results, cut at the same place. */
+static void test_copy_concat(void **state)
+{
+    (void)state;
+    char b[8];
+    assert_int_equal(util_copy(b, sizeof b, "abc"), 3);
+    assert_string_equal(b, "abc");
+    assert_int_equal(util_copy(b, sizeof b, "abcdefghij"), 10);
+    assert_string_equal(b, "abcdefg");
+    assert_int_equal(util_copy(b, sizeof b, NULL), 0);
+    assert_string_equal(b, "");
+    assert_int_equal(util_copy(b, 1, "xyz"), 3);
+    assert_string_equal(b, "");
+    b[0] = 'q';
+    assert_int_equal(util_copy(b, 0, "xyz"), 3);
+    assert_int_equal(b[0], 'q'); /* cap 0: nothing written */
+
+    assert_int_equal(UTIL_CONCAT(b, sizeof b, "ven", ":", "12"), 6);
+    assert_string_equal(b, "ven:12");
+    assert_int_equal(UTIL_CONCAT(b, sizeof b, "vendor", ":", "0000100003"), 17);
+    assert_string_equal(b, "vendor:");
+    assert_int_equal(UTIL_CONCAT(b, sizeof b, "", ""), 0);
+    assert_string_equal(b, "");
+    assert_int_equal(UTIL_CONCAT(b, 1, "a", "b"), 2);
+    assert_string_equal(b, "");
+}
+
 static void test_sha256(void **state)
 {
     (void)state;
@@ -107,6 +134,7 @@ static void test_mono(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_json), cmocka_unit_test(test_text_and_levels),
-                                       cmocka_unit_test(test_sha256), cmocka_unit_test(test_mono)};
+                                       cmocka_unit_test(test_sha256), cmocka_unit_test(test_mono),
+                                       cmocka_unit_test(test_copy_concat)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
