@@ -649,6 +649,21 @@ static int claim(struct delivery *d, const struct job *j)
     return rc;
 }
 
+/* A claimed job that will not be run: its records INFLIGHT -> PENDING
+ * (start-up would do it otherwise). No-op for an unclaimed job. mu not held. */
+static void unclaim(struct delivery *d, const struct job *j)
+{
+    if (!j->claimed) return;
+    struct queue_change *c = calloc(j->n, sizeof *c);
+    char err[256];
+    for (size_t i = 0; c && i < j->n; i++)
+        c[i] = (struct queue_change){.seq = j->seqs[i], .from_state = QUEUE_INFLIGHT,
+                                     .to_state = QUEUE_PENDING, .next_attempt_ms = -1};
+    if (c && queue_update(d->o.queue, c, j->n, NULL, err, sizeof err) != QUEUE_OK)
+        log_error("delivery: returning %zu records to pending: %s", j->n, err);
+    free(c);
+}
+
 /* A job a worker took but will not run (its claim failed; or delivery is
  * stopping): its records wait until due_ms (0: keep their due time) and
  * their keys are free again. The job is freed. mu held. */
@@ -1362,16 +1377,7 @@ static void *worker_main(void *arg)
             /* A job taken with the last outcomes: not run. Claimed, its
              * records go back to pending (start-up would do it otherwise). */
             pthread_mutex_unlock(&d->mu);
-            if (j->claimed) {
-                struct queue_change *c = calloc(j->n, sizeof *c);
-                char err[256];
-                for (size_t i = 0; c && i < j->n; i++)
-                    c[i] = (struct queue_change){.seq = j->seqs[i], .from_state = QUEUE_INFLIGHT,
-                                                 .to_state = QUEUE_PENDING, .next_attempt_ms = -1};
-                if (c && queue_update(d->o.queue, c, j->n, NULL, err, sizeof err) != QUEUE_OK)
-                    log_error("delivery: returning %zu records to pending: %s", j->n, err);
-                free(c);
-            }
+            unclaim(d, j);
             pthread_mutex_lock(&d->mu);
             job_release(d, j, 0);
             j = NULL;
@@ -1570,8 +1576,8 @@ void delivery_stop(struct delivery *d, long grace_ms)
     if (!d) return;
     pthread_mutex_lock(&d->mu);
     d->stopping = 1;
-    /* Jobs not yet taken by a worker go back: their records are INFLIGHT in
-     * the queue and return to PENDING below. */
+    /* Jobs not yet taken by a worker are dropped: unclaimed, their records
+     * are still PENDING in the queue. */
     struct job *left = d->jobs;
     d->jobs = d->jobs_tail = NULL;
     pthread_cond_broadcast(&d->cv_work);
@@ -1590,16 +1596,9 @@ void delivery_stop(struct delivery *d, long grace_ms)
             pthread_join(d->workers[i].thread, NULL);
         }
     }
-    for (struct job *j = left; j;) {
+    for (struct job *j = left; j;) { /* published, so never claimed */
         struct job *nx = j->next;
-        struct queue_change *c = calloc(j->n, sizeof *c);
-        char err[256];
-        for (size_t i = 0; c && i < j->n; i++)
-            c[i] = (struct queue_change){.seq = j->seqs[i], .from_state = QUEUE_INFLIGHT,
-                                         .to_state = QUEUE_PENDING, .next_attempt_ms = -1};
-        if (c && queue_update(d->o.queue, c, j->n, NULL, err, sizeof err) != QUEUE_OK)
-            log_error("delivery: returning %zu records to pending: %s", j->n, err);
-        free(c);
+        unclaim(d, j);
         free(j->seqs);
         free(j);
         j = nx;
