@@ -667,7 +667,7 @@ static void unclaim(struct delivery *d, const struct job *j)
 /* A job a worker took but will not run (its claim failed; or delivery is
  * stopping): its records wait until due_ms (0: keep their due time) and
  * their keys are free again. The job is freed. mu held. */
-static void job_release(struct delivery *d, struct job *j, int64_t due_ms)
+static void index_release(struct delivery *d, const struct job *j, int64_t due_ms)
 {
     for (size_t i = 0; i < j->n; i++) {
         struct pend *p = index_find(d, j->seqs[i]);
@@ -675,6 +675,11 @@ static void job_release(struct delivery *d, struct job *j, int64_t due_ms)
         if (p->busy) { p->busy = 0; d->nbusy--; }
         if (p->due_ms < due_ms) p->due_ms = due_ms;
     }
+}
+
+static void job_release(struct delivery *d, struct job *j, int64_t due_ms)
+{
+    index_release(d, j, due_ms);
     d->njobs_out--;
     if (!j->claimed) d->nunclaimed -= j->n;
     free(j->seqs);
@@ -1048,7 +1053,18 @@ static struct job *run_job(struct worker *wk, struct job *j)
     struct delivery *d = wk->d;
     if (j->n > wk->wcap) {
         struct rec_work *nw = realloc(wk->w, j->n * sizeof *nw);
-        if (!nw) return NULL;
+        if (!nw) {
+            /* Nothing sent: the records go back to pending and their keys
+             * are free again, to be tried after a pause. */
+            log_error("delivery: job of %zu records: out of memory; tried again in %d ms", j->n,
+                      CLAIM_RETRY_MS);
+            unclaim(d, j);
+            pthread_mutex_lock(&d->mu);
+            index_release(d, j, now_ms() + CLAIM_RETRY_MS);
+            pthread_cond_signal(&d->cv_disp);
+            pthread_mutex_unlock(&d->mu);
+            return NULL;
+        }
         wk->w = nw;
         wk->wcap = j->n;
     }
