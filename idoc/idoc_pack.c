@@ -23,155 +23,144 @@
 #include <string.h>
 
 #define PACK_MAGIC     'I'
-#define PACK_VERSION   1
+#define PACK_VERSION   2
+#define PACK_HDR       10      /* magic, version, u32 LE segments, u32 LE fields */
 #define PACK_MAX_DEPTH 256     /* the parser's nesting limit */
 
-/* ---- sizes ---- */
+/* ---- pack: one pass ----
+ *
+ * Every string's length is taken once (strlen was half the cost of the
+ * first, two-pass version). The writer counts what it would write and
+ * copies only while it fits, so the same pass gives the size; the totals
+ * go into fixed-size header slots once they are known. */
+
+struct wr {
+    unsigned char *p;   /* buffer, or NULL to measure only */
+    size_t cap, n;      /* capacity, bytes produced so far */
+    size_t ns, nf;      /* segments, fields */
+    int deep;           /* deeper than PACK_MAX_DEPTH */
+};
+
+static void w_bytes(struct wr *w, const void *s, size_t l)
+{
+    if (w->p && l && w->n + l <= w->cap)
+        memcpy(w->p + w->n, s, l);
+    w->n += l;
+}
+
+static unsigned char *put_varint(unsigned char *o, size_t v)
+{
+    while (v >= 0x80) {
+        *o++ = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (unsigned char)v;
+    return o;
+}
 
 static size_t varint_len(size_t v)
 {
-    size_t n = 1;
+    size_t k = 1;
     while (v >= 0x80) {
         v >>= 7;
-        n++;
+        k++;
     }
-    return n;
+    return k;
 }
 
-static size_t str_len(const char *s)
+static void w_varint(struct wr *w, size_t v)
+{
+    size_t k = v < 0x80 ? 1 : varint_len(v);
+    if (w->p && w->n + k <= w->cap)
+        put_varint(w->p + w->n, v);
+    w->n += k;
+}
+
+/* Length, bytes, NUL — written in place when it fits (the common case:
+ * short names and values, one strlen and one copy each). */
+static void w_str(struct wr *w, const char *s)
 {
     size_t l = s ? strlen(s) : 0;
-    return varint_len(l) + l + 1;
-}
-
-static size_t fields_len(const struct idoc_field *f, size_t n)
-{
-    size_t sum = varint_len(n);
-    for (size_t i = 0; i < n; i++)
-        sum += str_len(f[i].name) + str_len(f[i].value);
-    return sum;
-}
-
-/* Bytes of seg and its subtree; counts segments and fields into *ns, *nf.
- * 0 when deeper than PACK_MAX_DEPTH. */
-static size_t seg_len(const struct idoc_segment *seg, int depth, size_t *ns, size_t *nf)
-{
-    if (depth > PACK_MAX_DEPTH)
-        return 0;
-    size_t sum = str_len(seg->name) + fields_len(seg->fields, seg->nfields) +
-                 varint_len(seg->nchildren);
-    *nf += seg->nfields;
-    *ns += seg->nchildren;
-    for (size_t i = 0; i < seg->nchildren; i++) {
-        size_t c = seg_len(&seg->children[i], depth + 1, ns, nf);
-        if (!c)
-            return 0;
-        sum += c;
+    size_t k = l < 0x80 ? 1 : varint_len(l);
+    if (w->p && w->n + k + l + 1 <= w->cap) {
+        unsigned char *o = w->p + w->n;
+        if (l < 0x80)
+            *o++ = (unsigned char)l;
+        else
+            o = put_varint(o, l);
+        if (l)
+            memcpy(o, s, l);
+        o[l] = 0;
     }
-    return sum;
+    w->n += k + l + 1;
 }
 
-static const char *const *conv(const struct idoc *d, const char *out[10])
+static void w_fields(struct wr *w, const struct idoc_field *f, size_t n)
 {
-    out[0] = d->root; out[1] = d->docnum; out[2] = d->mandt; out[3] = d->sndprn;
-    out[4] = d->sndpor; out[5] = d->idoctyp; out[6] = d->cimtyp; out[7] = d->mestyp;
-    out[8] = d->credat; out[9] = d->cretim;
-    return out;
+    w_varint(w, n);
+    w->nf += n;
+    for (size_t i = 0; i < n; i++) {
+        w_str(w, f[i].name);
+        w_str(w, f[i].value);
+    }
 }
 
-/* Body size (everything after the header) and the totals. */
-static size_t body_len(const struct idoc *doc, size_t *ns, size_t *nf)
+static void w_seg(struct wr *w, const struct idoc_segment *seg, int depth)
 {
-    const char *c[10];
-    conv(doc, c);
-    size_t sum = 0;
+    if (depth > PACK_MAX_DEPTH) {
+        w->deep = 1;
+        return;
+    }
+    w_str(w, seg->name);
+    w_fields(w, seg->fields, seg->nfields);
+    w_varint(w, seg->nchildren);
+    w->ns += seg->nchildren;
+    for (size_t i = 0; i < seg->nchildren && !w->deep; i++)
+        w_seg(w, &seg->children[i], depth + 1);
+}
+
+static void put_u32(unsigned char *p, size_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+size_t idoc_pack_to(const struct idoc *doc, void *buf, size_t cap)
+{
+    struct wr w = { .p = buf, .cap = buf ? cap : 0 };
+    unsigned char hdr[PACK_HDR] = { PACK_MAGIC, PACK_VERSION };
+    w_bytes(&w, hdr, sizeof hdr); /* totals filled in below */
+    const char *conv[10] = { doc->root, doc->docnum, doc->mandt, doc->sndprn, doc->sndpor,
+                             doc->idoctyp, doc->cimtyp, doc->mestyp, doc->credat, doc->cretim };
     for (int i = 0; i < 10; i++)
-        sum += str_len(c[i]);
-    sum += fields_len(doc->control, doc->ncontrol);
-    *nf = doc->ncontrol;
-    *ns = doc->nsegments;
-    sum += varint_len(doc->nsegments);
-    for (size_t i = 0; i < doc->nsegments; i++) {
-        size_t s = seg_len(&doc->segments[i], 1, ns, nf);
-        if (!s)
-            return 0;
-        sum += s;
+        w_str(&w, conv[i]);
+    w_fields(&w, doc->control, doc->ncontrol);
+    w_varint(&w, doc->nsegments);
+    w.ns += doc->nsegments;
+    for (size_t i = 0; i < doc->nsegments && !w.deep; i++)
+        w_seg(&w, &doc->segments[i], 1);
+    if (w.deep || w.ns > UINT32_MAX || w.nf > UINT32_MAX)
+        return 0;
+    if (w.p && w.n <= w.cap) {
+        put_u32(w.p + 2, w.ns);
+        put_u32(w.p + 6, w.nf);
     }
-    return sum;
+    return w.n;
 }
 
 size_t idoc_pack_size(const struct idoc *doc)
 {
-    size_t ns = 0, nf = 0;
-    size_t body = body_len(doc, &ns, &nf);
-    if (!body)
-        return 0;
-    return 2 + varint_len(ns) + varint_len(nf) + body;
-}
-
-/* ---- pack ---- */
-
-static unsigned char *put_varint(unsigned char *p, size_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (unsigned char)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (unsigned char)v;
-    return p;
-}
-
-static unsigned char *put_str(unsigned char *p, const char *s)
-{
-    size_t l = s ? strlen(s) : 0;
-    p = put_varint(p, l);
-    if (l)
-        memcpy(p, s, l);
-    p[l] = 0;
-    return p + l + 1;
-}
-
-static unsigned char *put_fields(unsigned char *p, const struct idoc_field *f, size_t n)
-{
-    p = put_varint(p, n);
-    for (size_t i = 0; i < n; i++) {
-        p = put_str(p, f[i].name);
-        p = put_str(p, f[i].value);
-    }
-    return p;
-}
-
-static unsigned char *put_seg(unsigned char *p, const struct idoc_segment *seg)
-{
-    p = put_str(p, seg->name);
-    p = put_fields(p, seg->fields, seg->nfields);
-    p = put_varint(p, seg->nchildren);
-    for (size_t i = 0; i < seg->nchildren; i++)
-        p = put_seg(p, &seg->children[i]);
-    return p;
+    return idoc_pack_to(doc, NULL, 0);
 }
 
 size_t idoc_pack(const struct idoc *doc, void *buf, size_t len)
 {
-    size_t ns = 0, nf = 0;
-    size_t body = body_len(doc, &ns, &nf);
-    if (!body || len != 2 + varint_len(ns) + varint_len(nf) + body)
+    /* A wrong len writes nothing usable: refuse before touching buf. */
+    if (idoc_pack_size(doc) != len)
         return 0;
-    unsigned char *p = buf;
-    *p++ = PACK_MAGIC;
-    *p++ = PACK_VERSION;
-    p = put_varint(p, ns);
-    p = put_varint(p, nf);
-    const char *c[10];
-    conv(doc, c);
-    for (int i = 0; i < 10; i++)
-        p = put_str(p, c[i]);
-    p = put_fields(p, doc->control, doc->ncontrol);
-    p = put_varint(p, doc->nsegments);
-    /* (recursion depth was bounded by body_len above) */
-    for (size_t i = 0; i < doc->nsegments; i++)
-        p = put_seg(p, &doc->segments[i]);
-    return (size_t)(p - (unsigned char *)buf);
+    return idoc_pack_to(doc, buf, len);
 }
 
 /* ---- unpack ---- */
@@ -184,6 +173,11 @@ struct rd {
     size_t nfield, ufield;
     const char *why;             /* first problem; the value is refused */
 };
+
+static size_t get_u32(const unsigned char *p)
+{
+    return (size_t)p[0] | (size_t)p[1] << 8 | (size_t)p[2] << 16 | (size_t)p[3] << 24;
+}
 
 static int bad(struct rd *r, const char *why)
 {
@@ -269,14 +263,14 @@ int idoc_unpack(const void *buf, size_t len, struct idoc **out, char *err, size_
 {
     *out = NULL;
     struct rd r = { .p = buf, .end = (const unsigned char *)buf + len };
-    if (len < 2 || r.p[0] != PACK_MAGIC || r.p[1] != PACK_VERSION) {
+    if (len < PACK_HDR || r.p[0] != PACK_MAGIC || r.p[1] != PACK_VERSION) {
         if (err && errlen)
             snprintf(err, errlen, "not a version-%d packed IDoc model", PACK_VERSION);
         return -1;
     }
-    r.p += 2;
-    if (get_varint(&r, &r.nseg) || get_varint(&r, &r.nfield))
-        goto refused;
+    r.nseg = get_u32(r.p + 2);
+    r.nfield = get_u32(r.p + 6);
+    r.p += PACK_HDR;
     /* A bound from the value's size (each takes >= 4 bytes) before we
      * allocate for the announced totals. */
     if (r.nseg > len / 4 || r.nfield > len / 4) {

@@ -12,12 +12,14 @@
  * recognise (another version, damaged, absent) is simply not used — the
  * caller parses the XML instead (idoc_unpack returns -1).
  *
- * Encoding, version 1 (all counts and lengths unsigned LEB128 varints;
- * every string is its length, its bytes and a NUL, so unpacked strings
- * point into the value itself):
- *   byte 'I', byte 1 (version)
- *   nseg_total, nfield_total   (every segment at any depth; every field,
- *                               control fields included)
+ * Encoding, version 2 (counts and lengths unsigned LEB128 varints unless
+ * said otherwise; every string is its length, its bytes and a NUL, so
+ * unpacked strings point into the value itself):
+ *   byte 'I', byte 2 (version)
+ *   u32 LE nseg_total, u32 LE nfield_total (every segment at any depth;
+ *                               every field, control fields included;
+ *                               fixed size so that the packer can fill
+ *                               them in after its single pass)
  *   str root, docnum, mandt, sndprn, sndpor, idoctyp, cimtyp, mestyp,
  *       credat, cretim         (the convenience copies, as the parser trimmed them)
  *   ncontrol, (str name, str value) x ncontrol
@@ -36,8 +38,15 @@
 
 #include "idoc/idoc.h"
 
-/* Bytes idoc_pack needs for doc (0 when the model is deeper than the
- * parser's nesting limit, which a parsed model never is). */
+/* Pack doc into buf (cap bytes; buf may be NULL with cap 0) in one pass and
+ * return the size of the whole value. When that is more than cap, buf holds
+ * nothing usable: call again with a buffer of that size. 0 when the model is
+ * deeper than the parser's nesting limit (a parsed model never is) or holds
+ * more than 2^32 - 1 segments or fields. May be called from the parser's
+ * callback (doc is only read). */
+size_t idoc_pack_to(const struct idoc *doc, void *buf, size_t cap);
+
+/* Bytes idoc_pack needs for doc (idoc_pack_to with no buffer). */
 size_t idoc_pack_size(const struct idoc *doc);
 
 /* Write doc into buf, which has exactly idoc_pack_size(doc) bytes (len must
@@ -45,12 +54,12 @@ size_t idoc_pack_size(const struct idoc *doc);
  * from the parser's callback (doc is only read). */
 size_t idoc_pack(const struct idoc *doc, void *buf, size_t len);
 
-/* Unpack a value written by idoc_pack. On success returns 0 and *out: a
+/* Unpack a value written by idoc_pack(_to). On success returns 0 and *out: a
  * model whose arrays are one allocation owned by the caller (idoc_unpack_free)
  * and whose strings point INTO buf, which must stay unchanged and alive as
  * long as *out is used. out->xml is NULL, xml_len and index 0 (set them if
  * you have the XML). Returns -1 with a one-line reason in err (may be NULL)
- * when the value is not a version-1 packed model or is damaged (every count,
+ * when the value is not a version-2 packed model or is damaged (every count,
  * length and terminator is checked against len; nothing is read outside
  * buf), and -2 when memory runs out. */
 int idoc_unpack(const void *buf, size_t len, struct idoc **out, char *err, size_t errlen);

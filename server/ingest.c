@@ -91,6 +91,8 @@ struct ingest_req {
     struct queue_item *items;
     char **blocks;              /* one allocation of strings per item */
     size_t nitems, capitems;
+    unsigned char *mscratch;    /* the packed model of the IDoc being added */
+    size_t mcap;
 
     struct queue_batch batch;
 };
@@ -206,7 +208,19 @@ static int add_item(struct ingest_req *r, const struct idoc *doc, const struct m
      * need not parse the XML again (about a third of its CPU per record).
      * Packing costs a few microseconds here; 0 (never for a parsed model)
      * just stores none and delivery parses the XML. */
-    size_t mlen = mc->route == MAPPING_IGNORE ? 0 : idoc_pack_size(doc);
+    size_t mlen = 0;
+    if (mc->route != MAPPING_IGNORE) {
+        /* One pass into the request's scratch buffer; a second only when
+         * it was too small (the buffer then grows to fit). */
+        mlen = idoc_pack_to(doc, r->mscratch, r->mcap);
+        if (mlen > r->mcap) {
+            unsigned char *nb = realloc(r->mscratch, mlen);
+            if (!nb) return -1;
+            r->mscratch = nb;
+            r->mcap = mlen;
+            idoc_pack_to(doc, r->mscratch, r->mcap);
+        }
+    }
     size_t len[NSTR], total = doc->xml_len + 1 + mlen;
     for (size_t i = 0; i < NSTR; i++) total += (len[i] = strlen(src[i])) + 1;
 
@@ -236,8 +250,8 @@ static int add_item(struct ingest_req *r, const struct idoc *doc, const struct m
     memcpy(p, doc->xml, doc->xml_len);
     p[doc->xml_len] = 0;
     char *model = p + doc->xml_len + 1;
-    if (mlen && idoc_pack(doc, model, mlen) != mlen)
-        mlen = 0;
+    if (mlen)
+        memcpy(model, r->mscratch, mlen);
     struct queue_item *it = &r->items[r->nitems];
     memset(it, 0, sizeof *it);
     it->mandt = dst[0]; it->sndprn = dst[1]; it->docnum = dst[2]; it->mestyp = dst[3];
@@ -605,6 +619,7 @@ void ingest_request_done(void *p)
     for (size_t i = 0; i < r->nitems; i++) free(r->blocks[i]);
     free(r->blocks);
     free(r->items);
+    free(r->mscratch);
     atomic_fetch_sub(&r->in->inflight_bytes, r->reserved);
     atomic_fetch_sub(&r->in->active, 1);
     r->magic = 0;

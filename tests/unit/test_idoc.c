@@ -2439,6 +2439,14 @@ static int pack_cb(const struct idoc *doc, void *ud, char *err, size_t errlen)
     assert_non_null(buf);
     assert_int_equal(idoc_pack(doc, buf, len - 1), 0); /* wrong length: refused */
     assert_int_equal(idoc_pack(doc, buf, len), len);
+    /* One pass into a buffer too small says how much is needed, writes
+     * nothing past it; with enough room it gives the same bytes. */
+    unsigned char *small = malloc(len / 2 + 1), *big = malloc(len + 64);
+    assert_int_equal(idoc_pack_to(doc, small, len / 2), len);
+    assert_int_equal(idoc_pack_to(doc, big, len + 64), len);
+    assert_memory_equal(big, buf, len);
+    free(small);
+    free(big);
     struct idoc *u = NULL;
     char why[160];
     assert_int_equal(idoc_unpack(buf, len, &u, why, sizeof why), 0);
@@ -2514,11 +2522,12 @@ static void test_pack_roundtrip(void **state)
     free(t);
 
     /* Another version, and totals that announce more than the value can hold. */
-    unsigned char other[] = { 'I', 2, 0, 0 };
+    unsigned char other[] = { 'I', 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
     assert_int_equal(idoc_unpack(other, sizeof other, &u, why, sizeof why), -1);
-    assert_string_equal(why, "not a version-1 packed IDoc model");
-    unsigned char huge[] = { 'I', 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0 };
+    assert_string_equal(why, "not a version-2 packed IDoc model");
+    unsigned char huge[] = { 'I', 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0 };
     assert_int_equal(idoc_unpack(huge, sizeof huge, &u, why, sizeof why), -1);
+    assert_non_null(strstr(why, "totals"));
     free(c.biggest);
 }
 
