@@ -1630,8 +1630,6 @@ int queue_stats(struct queue *q, struct queue_stats *out, char *err, size_t errl
     return QUEUE_OK;
 }
 
-/* Decode the rec value of seq in t, or fail t (a record that bystate or
- * dedupe points to must exist: anything else is corruption). */
 /* Decode a stored record header; a damaged or newer one fails t. */
 static int decode_rec(struct tx *t, const MDB_val *v, struct rec *r)
 {
@@ -1647,6 +1645,8 @@ static int decode_rec(struct tx *t, const MDB_val *v, struct rec *r)
     return QUEUE_OK;
 }
 
+/* Decode the rec value of seq in t, or fail t (a record that bystate or
+ * dedupe points to must exist: anything else is corruption). */
 static int load_rec(struct tx *t, uint64_t seq, struct rec *r, bool must_exist)
 {
     unsigned char sk[8];

@@ -60,6 +60,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/util.h"
 #include "config/cron.h"
 #include "config/mapping.h"
 #include "d365/d365.h"
@@ -67,7 +68,6 @@
 #include "d365/webapi.h"
 #include "idoc/idoc.h"
 #include "idoc/idoc_pack.h"
-#include "common/util.h"
 #include "queue/queue.h"
 #include "server/mapref.h"
 
