@@ -296,7 +296,9 @@ static int grow(struct mbuf *b, size_t need)
 {
     if (b->oom) return -1;
     if (b->n + need + 1 <= b->cap) return 0;
-    size_t nc = b->cap ? b->cap : 256;
+    /* 1 KiB first: an op body (the common case) mostly fits, where 256
+     * bytes took three reallocs to get there. */
+    size_t nc = b->cap ? b->cap : 1024;
     while (nc < b->n + need + 1) nc *= 2;
     char *np = realloc(b->p, nc);
     if (!np) {

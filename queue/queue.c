@@ -630,6 +630,21 @@ static void tx_put(struct tx *t, MDB_dbi dbi, const char *what, const MDB_val *k
         tx_fail(t, rc, what);
 }
 
+/* tx_put through a cursor the caller keeps for a run of neighbouring keys:
+ * LMDB's cursor search starts on the leaf page the cursor stands on when the
+ * key falls inside it, where mdb_put searches from the root every time (a
+ * delivery job's records have neighbouring seqs). */
+static void tx_cput(struct tx *t, MDB_cursor *c, const char *what, const MDB_val *k, MDB_val *v,
+                    unsigned flags)
+{
+    if (t->rc)
+        return;
+    MDB_val key = *k;
+    int rc = mdb_cursor_put(c, &key, v, flags);
+    if (rc)
+        tx_fail(t, rc, what);
+}
+
 /* A missing key is an error here: we only delete what an invariant says
  * exists. */
 static void tx_del(struct tx *t, MDB_dbi dbi, const char *what, const MDB_val *k)
@@ -638,6 +653,19 @@ static void tx_del(struct tx *t, MDB_dbi dbi, const char *what, const MDB_val *k
         return;
     MDB_val key = *k;
     int rc = mdb_del(t->txn, dbi, &key, NULL);
+    if (rc)
+        tx_fail(t, rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc, what);
+}
+
+/* tx_del through a cursor (see tx_cput). */
+static void tx_cdel(struct tx *t, MDB_cursor *c, const char *what, const MDB_val *k)
+{
+    if (t->rc)
+        return;
+    MDB_val key = *k;
+    int rc = mdb_cursor_get(c, &key, NULL, MDB_SET);
+    if (!rc)
+        rc = mdb_cursor_del(c, 0);
     if (rc)
         tx_fail(t, rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc, what);
 }
@@ -1745,21 +1773,16 @@ int queue_list(struct queue *q, int state, uint64_t after_seq, size_t limit,
     return status;
 }
 
-int queue_get(struct queue *q, uint64_t seq, int what, struct queue_record **out,
-              char *err, size_t errlen)
+/* queue_get inside the read transaction t (not ended here). */
+static int get_in(struct queue *q, struct tx *t, uint64_t seq, int what, struct queue_record **out,
+                  char *err, size_t errlen)
 {
     int with_xml = (what & QUEUE_GET_XML) != 0;
     int with_model = (what & QUEUE_GET_MODEL) != 0;
-    if (!q || !out)
-        return QUEUE_ERR_INVALID;
     *out = NULL;
-    struct tx t;
-    if (tx_begin(q, &t, true))
-        return tx_status(&t, err, errlen);
     struct rec r;
-    int status = load_rec(&t, seq, &r, false);
-    if (status == QUEUE_ERR_NOTFOUND && !t.rc) {
-        tx_abort(&t);
+    int status = load_rec(t, seq, &r, false);
+    if (status == QUEUE_ERR_NOTFOUND && !t->rc) {
         util_seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
         return QUEUE_ERR_NOTFOUND;
     }
@@ -1768,9 +1791,9 @@ int queue_get(struct queue *q, uint64_t seq, int what, struct queue_record **out
         unsigned char sk[8];
         put_be64(sk, seq);
         MDB_val k = { 8, sk };
-        if (q->model == NO_DBI || !tx_get(&t, q->model, "mdb_get(model)", &k, &mv))
+        if (q->model == NO_DBI || !tx_get(t, q->model, "mdb_get(model)", &k, &mv))
             mv.mv_size = 0;
-        if (!mv.mv_size && !t.rc)
+        if (!mv.mv_size && !t->rc)
             with_xml = 1; /* none stored: the XML instead */
     }
     MDB_val xv = { 0, NULL };
@@ -1778,15 +1801,14 @@ int queue_get(struct queue *q, uint64_t seq, int what, struct queue_record **out
         unsigned char sk[8];
         put_be64(sk, seq);
         MDB_val k = { 8, sk };
-        if (!tx_get(&t, q->doc, "mdb_get(doc)", &k, &xv) && !t.rc)
-            tx_fail(&t, MDB_CORRUPTED, "doc missing");
-        else if (!t.rc && xv.mv_size != r.xml_len)
-            tx_fail(&t, MDB_CORRUPTED, "doc length differs from record");
+        if (!tx_get(t, q->doc, "mdb_get(doc)", &k, &xv) && !t->rc)
+            tx_fail(t, MDB_CORRUPTED, "doc missing");
+        else if (!t->rc && xv.mv_size != r.xml_len)
+            tx_fail(t, MDB_CORRUPTED, "doc length differs from record");
     }
 
-    if (t.rc) {
-        tx_abort(&t);
-        int s = tx_status(&t, err, errlen);
+    if (t->rc) {
+        int s = tx_status(t, err, errlen);
         return status == QUEUE_ERR_VERSION ? status : s;
     }
     /* One allocation: the struct, then the strings, then the XML, then the
@@ -1797,7 +1819,6 @@ int queue_get(struct queue *q, uint64_t seq, int what, struct queue_record **out
     size_t sz = mv.mv_size ? moff + mv.mv_size : moff;
     struct queue_record *rec = malloc(sz);
     if (!rec) {
-        tx_abort(&t);
         util_seterr(err, errlen, "queue_get: out of memory");
         return QUEUE_ERR_STORAGE;
     }
@@ -1816,9 +1837,22 @@ int queue_get(struct queue *q, uint64_t seq, int what, struct queue_record **out
         rec->model = (char *)rec + moff;
         rec->model_len = mv.mv_size;
     }
-    tx_abort(&t);
     *out = rec;
     return QUEUE_OK;
+}
+
+int queue_get(struct queue *q, uint64_t seq, int what, struct queue_record **out,
+              char *err, size_t errlen)
+{
+    if (!q || !out)
+        return QUEUE_ERR_INVALID;
+    *out = NULL;
+    struct tx t;
+    if (tx_begin(q, &t, true))
+        return tx_status(&t, err, errlen);
+    int status = get_in(q, &t, seq, what, out, err, errlen);
+    tx_abort(&t);
+    return status;
 }
 
 void queue_record_free(struct queue_record *r)
@@ -1868,10 +1902,17 @@ static void apply_bookkeeping(struct tx *t, uint64_t seq, const struct rec *r,
  * and next_attempt). With c: apply c's fields as given. Returns 1 changed,
  * 0 skipped, -1 no such record (t not failed), or -1 with t->rc set.
  */
-static int change_one(struct tx *t, MDB_cursor *cur, uint64_t seq, int from, int to,
+/* The cursors of one change_many txn: on rec, and two on bystate (one
+ * deletes in the old state's range, one inserts in the new one's; each
+ * stays near its keys, see tx_cput). */
+struct chcur {
+    MDB_cursor *rec, *bdel, *bput;
+};
+
+static int change_one(struct tx *t, struct chcur *cc, uint64_t seq, int from, int to,
                       const struct queue_change *c, int64_t now, struct buf *sb)
 {
-    struct queue *q = t->q;
+    MDB_cursor *cur = cc->rec;
     struct rec r;
     /* Through a cursor on rec: one search finds the record, and the put
      * below replaces it where the cursor stands (MDB_CURRENT) instead of
@@ -1930,9 +1971,9 @@ static int change_one(struct tx *t, MDB_cursor *cur, uint64_t seq, int from, int
         unsigned char bk[9];
         state_key(bk, old, seq);
         MDB_val bkv = { 9, bk }, ev = { 0, (void *)&empty };
-        tx_del(t, q->bystate, "mdb_del(bystate): entry missing", &bkv);
+        tx_cdel(t, cc->bdel, "mdb_del(bystate): entry missing", &bkv);
         state_key(bk, to, seq);
-        tx_put(t, q->bystate, "mdb_put(bystate)", &bkv, &ev, 0);
+        tx_cput(t, cc->bput, "mdb_put(bystate)", &bkv, &ev, 0);
         t->delta[old]--;
         t->delta[to]++;
     }
@@ -1950,6 +1991,17 @@ static int change_one(struct tx *t, MDB_cursor *cur, uint64_t seq, int from, int
 }
 
 static int audit_put(struct tx *t, const struct queue_audit *a, size_t n, uint64_t *first_out);
+
+static void chcur_close(struct chcur *cc)
+{
+    if (cc->rec)
+        mdb_cursor_close(cc->rec);
+    if (cc->bdel)
+        mdb_cursor_close(cc->bdel);
+    if (cc->bput)
+        mdb_cursor_close(cc->bput);
+    *cc = (struct chcur){ 0 };
+}
 
 /* Shared body of queue_set_state (c == NULL), queue_update and
  * queue_update_audited (a, na: audit entries written in the same txn;
@@ -1978,18 +2030,21 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
     struct buf sb = { 0 };
     int64_t now = now_ms();
     size_t moved = 0;
-    MDB_cursor *cur = NULL;
-    int orc = n ? mdb_cursor_open(t.txn, q->rec, &cur) : 0;
+    struct chcur cc = { 0 };
+    int orc = 0;
+    if (n && !(orc = mdb_cursor_open(t.txn, q->rec, &cc.rec)) &&
+        !(orc = mdb_cursor_open(t.txn, q->bystate, &cc.bdel)))
+        orc = mdb_cursor_open(t.txn, q->bystate, &cc.bput);
     if (orc)
-        tx_fail(&t, orc, "mdb_cursor_open(rec)");
+        tx_fail(&t, orc, "mdb_cursor_open");
     for (size_t i = 0; i < n && !t.rc; i++) {
         uint64_t seq = c ? c[i].seq : seqs[i];
         int f = c ? c[i].from_state : from, to_s = c ? c[i].to_state : to;
-        int r = change_one(&t, cur, seq, f, to_s, c ? &c[i] : NULL, now, &sb);
+        int r = change_one(&t, &cc, seq, f, to_s, c ? &c[i] : NULL, now, &sb);
         if (r < 0) {
             if (!t.rc) {
                 /* Unknown seq: the whole call fails, nothing is applied. */
-                mdb_cursor_close(cur);
+                chcur_close(&cc);
                 tx_abort(&t);
                 free(sb.p);
                 util_seterr(err, errlen, "no record with seq %llu", (unsigned long long)seq);
@@ -1999,8 +2054,7 @@ static int change_many(struct queue *q, const uint64_t *seqs, const struct queue
         }
         moved += (size_t)r;
     }
-    if (cur)
-        mdb_cursor_close(cur); /* a write txn's cursor: closed before its end */
+    chcur_close(&cc); /* a write txn's cursors: closed before its end */
     free(sb.p);
     /* The audit of a delivery job rides in the same transaction as its
      * outcomes: one commit and one fsync instead of two. */
@@ -2361,36 +2415,54 @@ static int ks_decode(const MDB_val *v, struct queue_keystate *out)
     return p == end ? DEC_OK : DEC_CORRUPT;
 }
 
-int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *out,
-                       char *err, size_t errlen)
+/* Arguments of a keystate read: QUEUE_OK when a read is needed. */
+static int keystate_check(struct queue *q, const char *key, struct queue_keystate *out,
+                          char *err, size_t errlen)
 {
     if (!q || !key || !key[0] || !out) {
         util_seterr(err, errlen, "queue_keystate_get: bad argument");
         return QUEUE_ERR_INVALID;
     }
-    size_t klen = strlen(key);
-    if (klen > q->maxkey || q->keystate == NO_DBI) {
+    if (strlen(key) > q->maxkey || q->keystate == NO_DBI) {
         if (err && errlen) UTIL_CONCAT(err, errlen, "no keystate for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
-    struct tx t;
-    if (tx_begin(q, &t, true))
-        return tx_status(&t, err, errlen);
-    MDB_val k = { klen, (void *)key }, v;
-    int found = tx_get(&t, q->keystate, "mdb_get(keystate)", &k, &v), status = QUEUE_OK;
+    return QUEUE_OK;
+}
+
+/* queue_keystate_get's read in t (a txn of its own, or a view's; not ended
+ * here). */
+static int keystate_in(struct queue *q, struct tx *t, const char *key, struct queue_keystate *out,
+                       char *err, size_t errlen)
+{
+    MDB_val k = { strlen(key), (void *)key }, v;
+    int found = tx_get(t, q->keystate, "mdb_get(keystate)", &k, &v), status = QUEUE_OK;
     if (found) {
         int d = ks_decode(&v, out);
         if (d != DEC_OK)
-            status = dec_status(&t, d, "keystate encoding");
+            status = dec_status(t, d, "keystate encoding");
     }
-    tx_abort(&t);
-    if (t.rc)
-        return fail_status(&t, status, err, errlen);
+    if (t->rc)
+        return fail_status(t, status, err, errlen);
     if (!found) {
         if (err && errlen) UTIL_CONCAT(err, errlen, "no keystate for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
     return QUEUE_OK;
+}
+
+int queue_keystate_get(struct queue *q, const char *key, struct queue_keystate *out,
+                       char *err, size_t errlen)
+{
+    int status = keystate_check(q, key, out, err, errlen);
+    if (status != QUEUE_OK)
+        return status;
+    struct tx t;
+    if (tx_begin(q, &t, true))
+        return tx_status(&t, err, errlen);
+    status = keystate_in(q, &t, key, out, err, errlen);
+    tx_abort(&t);
+    return status;
 }
 
 static int check_link(const struct queue *q, const char *key, const char *value,
@@ -2415,23 +2487,27 @@ static int check_link(const struct queue *q, const char *key, const char *value,
     return 0;
 }
 
-int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
-                   char *err, size_t errlen)
+/* Arguments of a link read: QUEUE_OK when a read is needed. */
+static int link_check(struct queue *q, const char *key, char *val, size_t vallen,
+                      char *err, size_t errlen)
 {
     if (!q || !key || !key[0] || !val || vallen == 0) {
         util_seterr(err, errlen, "queue_link_get: bad argument");
         return QUEUE_ERR_INVALID;
     }
-    size_t klen = strlen(key);
-    if (klen > q->maxkey || q->links == NO_DBI) {
+    if (strlen(key) > q->maxkey || q->links == NO_DBI) {
         if (err && errlen) UTIL_CONCAT(err, errlen, "no link for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
-    struct tx t;
-    if (tx_begin(q, &t, true))
-        return tx_status(&t, err, errlen);
-    MDB_val k = { klen, (void *)key }, v;
-    int found = tx_get(&t, q->links, "mdb_get(links)", &k, &v), status = QUEUE_OK;
+    return QUEUE_OK;
+}
+
+/* queue_link_get's read in t (not ended here). */
+static int link_in(struct queue *q, struct tx *t, const char *key, char *val, size_t vallen,
+                   char *err, size_t errlen)
+{
+    MDB_val k = { strlen(key), (void *)key }, v;
+    int found = tx_get(t, q->links, "mdb_get(links)", &k, &v), status = QUEUE_OK;
     if (found) {
         if (v.mv_size >= vallen) {
             util_seterr(err, errlen, "link %.200s: value of %zu bytes does not fit the buffer",
@@ -2443,14 +2519,84 @@ int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
             val[v.mv_size] = '\0';
         }
     }
-    tx_abort(&t);
-    if (t.rc)
-        return tx_status(&t, err, errlen);
+    if (t->rc)
+        return tx_status(t, err, errlen);
     if (!found) {
         if (err && errlen) UTIL_CONCAT(err, errlen, "no link for ", key); /* common: no printf */
         return QUEUE_ERR_NOTFOUND;
     }
     return status;
+}
+
+int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
+                   char *err, size_t errlen)
+{
+    int status = link_check(q, key, val, vallen, err, errlen);
+    if (status != QUEUE_OK)
+        return status;
+    struct tx t;
+    if (tx_begin(q, &t, true))
+        return tx_status(&t, err, errlen);
+    status = link_in(q, &t, key, val, vallen, err, errlen);
+    tx_abort(&t);
+    return status;
+}
+
+/* ---- read views ---- */
+
+struct queue_view {
+    struct queue *q;
+    struct tx t;
+};
+
+int queue_view_begin(struct queue *q, struct queue_view **out, char *err, size_t errlen)
+{
+    if (!q || !out)
+        return QUEUE_ERR_INVALID;
+    *out = NULL;
+    struct queue_view *v = calloc(1, sizeof *v);
+    if (!v) {
+        util_seterr(err, errlen, "queue_view_begin: out of memory");
+        return QUEUE_ERR_STORAGE;
+    }
+    v->q = q;
+    if (tx_begin(q, &v->t, true)) {
+        int status = tx_status(&v->t, err, errlen);
+        free(v);
+        return status;
+    }
+    *out = v;
+    return QUEUE_OK;
+}
+
+void queue_view_end(struct queue_view *v)
+{
+    if (!v)
+        return;
+    tx_abort(&v->t);
+    free(v);
+}
+
+int queue_view_get(struct queue_view *v, uint64_t seq, int what, struct queue_record **out,
+                   char *err, size_t errlen)
+{
+    if (!v || !out)
+        return QUEUE_ERR_INVALID;
+    return get_in(v->q, &v->t, seq, what, out, err, errlen);
+}
+
+int queue_view_keystate_get(struct queue_view *v, const char *key, struct queue_keystate *out,
+                            char *err, size_t errlen)
+{
+    int status = keystate_check(v ? v->q : NULL, key, out, err, errlen);
+    return status != QUEUE_OK ? status : keystate_in(v->q, &v->t, key, out, err, errlen);
+}
+
+int queue_view_link_get(struct queue_view *v, const char *key, char *val, size_t vallen,
+                        char *err, size_t errlen)
+{
+    int status = link_check(v ? v->q : NULL, key, val, vallen, err, errlen);
+    return status != QUEUE_OK ? status : link_in(v->q, &v->t, key, val, vallen, err, errlen);
 }
 
 int queue_link_put(struct queue *q, const char *key, const char *value,
@@ -2571,6 +2717,10 @@ static int audit_put(struct tx *t, const struct queue_audit *a, size_t n, uint64
 
     int64_t now = now_ms();
     static const unsigned char empty = 0;
+    MDB_cursor *bys = NULL; /* auditbyseq: a job's seqs are neighbours (tx_cput) */
+    int orc = mdb_cursor_open(t->txn, q->auditbyseq, &bys);
+    if (orc)
+        tx_fail(t, orc, "mdb_cursor_open(auditbyseq)");
     for (size_t i = 0; i < n && !t->rc; i++) {
         uint64_t id = first + i;
         struct sv v[AUD_NSTR];
@@ -2587,9 +2737,11 @@ static int audit_put(struct tx *t, const struct queue_audit *a, size_t n, uint64
         if (a[i].seq) {
             seq_id_key(kb, a[i].seq, id);
             MDB_val ik = { 16, kb }, ev = { 0, (void *)&empty };
-            tx_put(t, q->auditbyseq, "mdb_put(auditbyseq)", &ik, &ev, 0);
+            tx_cput(t, bys, "mdb_put(auditbyseq)", &ik, &ev, 0);
         }
     }
+    if (bys)
+        mdb_cursor_close(bys);
     tx_put_u64(t, "next_audit", first + n);
     if (t->rc)
         return -1;

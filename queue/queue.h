@@ -344,6 +344,25 @@ int queue_link_get(struct queue *q, const char *key, char *val, size_t vallen,
 int queue_link_put(struct queue *q, const char *key, const char *value,
                    char *err, size_t errlen);
 
+/* A read view: several reads in ONE read transaction, so one snapshot, and
+ * one LMDB reader slot taken once instead of for every read (delivery reads
+ * a job's records, keystates and links: three transactions a record
+ * otherwise). The queue_view_* reads behave as queue_get, queue_keystate_get
+ * and queue_link_get. A failed read (a storage error, not NOTFOUND) fails
+ * every later read of the view the same way. Owned by one thread at a time;
+ * end it soon, and never hold it across network I/O: an open reader keeps
+ * LMDB from reusing the pages freed meanwhile, and a remap (another process
+ * grew the map) waits for it. Records it returned outlive it. */
+struct queue_view;
+int queue_view_begin(struct queue *q, struct queue_view **out, char *err, size_t errlen);
+void queue_view_end(struct queue_view *v); /* NULL is fine */
+int queue_view_get(struct queue_view *v, uint64_t seq, int what, struct queue_record **out,
+                   char *err, size_t errlen);
+int queue_view_keystate_get(struct queue_view *v, const char *key, struct queue_keystate *out,
+                            char *err, size_t errlen);
+int queue_view_link_get(struct queue_view *v, const char *key, char *val, size_t vallen,
+                        char *err, size_t errlen);
+
 /* One audit entry. Strings may be NULL. */
 struct queue_audit {
     uint64_t id;            /* assigned by queue_audit_append (increasing) */

@@ -17,7 +17,9 @@
  *   start-up. The worker that takes a job claims it: a worker finishing a
  *   job takes its next one and claims it in the transaction that records
  *   the finished job's outcomes (one commit per job, not two: LMDB's single
- *   writer, and its fdatasync, bound delivery); an idle worker claims alone.
+ *   writer, and its fdatasync, bound delivery). Jobs that idle workers take
+ *   at once (all of them at the start of a run) are claimed by the
+ *   dispatcher, together in one commit, before they are published.
  *
  *   Workers (N threads, each with its own libcurl handle). For each record of
  *   a job: read it, parse its IDoc, check it is not older than what was last
@@ -111,7 +113,9 @@ struct keyset {
     size_t cap, n;
 };
 
-static int keyset_has_add(struct keyset *s, const char *k, size_t len, int add)
+/* Look k up; when add, put it in if absent. Returns 1 when it was there
+ * (*found: the stored pointer), 0 when not, -1 out of memory. */
+static int keyset_has_add_at(struct keyset *s, const char *k, size_t len, int add, const char **found)
 {
     if (add && (s->n + 1) * 2 > s->cap) {
         size_t ncap = s->cap ? s->cap * 2 : 1024;
@@ -134,7 +138,10 @@ static int keyset_has_add(struct keyset *s, const char *k, size_t len, int add)
     if (!s->cap) return 0;
     size_t j = key_hash(k, len) & (s->cap - 1);
     while (s->k[j]) {
-        if (s->len[j] == len && memcmp(s->k[j], k, len) == 0) return 1;
+        if (s->len[j] == len && memcmp(s->k[j], k, len) == 0) {
+            if (found) *found = s->k[j];
+            return 1;
+        }
         j = (j + 1) & (s->cap - 1);
     }
     if (add) {
@@ -145,23 +152,34 @@ static int keyset_has_add(struct keyset *s, const char *k, size_t len, int add)
     return 0;
 }
 
+static int keyset_has_add(struct keyset *s, const char *k, size_t len, int add)
+{
+    return keyset_has_add_at(s, k, len, add, NULL);
+}
+
 static void keyset_clear(struct keyset *s)
 {
     if (s->k) memset(s->k, 0, s->cap * sizeof *s->k);
     s->n = 0;
 }
 
-/* Does any key of `keys` (space separated) belong to the set? */
-static int keys_blocked(struct keyset *s, const char *keys)
+/* Add every key of `keys` (space separated), hashing each once: 1 when a
+ * key of them was in the set before (a key listed twice in `keys` itself does
+ * not count: the pointer found then lies inside `keys`). */
+static int keys_check_add(struct keyset *s, const char *keys)
 {
+    int blocked = 0;
     for (const char *p = keys; *p;) {
         while (*p == ' ') p++;
         const char *e = p;
         while (*e && *e != ' ') e++;
-        if (e > p && keyset_has_add(s, p, (size_t)(e - p), 0)) return 1;
+        const char *hit = NULL;
+        if (e > p && keyset_has_add_at(s, p, (size_t)(e - p), 1, &hit) == 1 &&
+            !((uintptr_t)hit >= (uintptr_t)keys && (uintptr_t)hit < (uintptr_t)p))
+            blocked = 1;
         p = e;
     }
-    return 0;
+    return blocked;
 }
 
 static void keys_add(struct keyset *s, const char *keys)
@@ -204,7 +222,32 @@ struct worker {
      * to fault in one by one (7 % of the delivery CPU). */
     struct rec_work *w;
     size_t wcap;
+    struct queue_view *view;  /* while it prepares a job: see view_open */
 };
+
+/* A worker's read view while it prepares a job (queue_view_begin): one read
+ * transaction for all of the job's reads — records, keystates, links —
+ * where each was a transaction of its own (3 a record, ~4 % of the delivery
+ * CPU). Opened on first use; ended before a lookup that may go to Dataverse
+ * and before the job is sent, so no LMDB transaction is ever open across an
+ * HTTP call; ended after a read error too, so that one failure does not fail
+ * the reads after it. */
+static int view_open(struct queue *q, struct queue_view **v, char *err, size_t errlen)
+{
+    return *v ? QUEUE_OK : queue_view_begin(q, v, err, errlen);
+}
+
+static void view_close(struct queue_view **v)
+{
+    queue_view_end(*v);
+    *v = NULL;
+}
+
+static int view_status(struct queue_view **v, int status)
+{
+    if (status != QUEUE_OK && status != QUEUE_ERR_NOTFOUND) view_close(v);
+    return status;
+}
 
 struct delivery {
     struct delivery_opts o;
@@ -221,7 +264,7 @@ struct delivery {
     uint64_t max_seen;
     size_t nbusy;
 
-    struct job *jobs, *jobs_tail;   /* jobs ready for workers (unclaimed) */
+    struct job *jobs, *jobs_tail;   /* jobs ready for workers (claimed or not) */
     /* njobs_out: jobs made and not yet finished (queued or running);
      * njobs_waiting: the queued ones no worker has taken yet. A free slot is
      * an idle worker no queued job is already waiting for (plus JOBS_AHEAD). */
@@ -463,6 +506,9 @@ static void run_begin(struct delivery *d, const char *trigger)
     d->run_active = 1;
     d->last_work_ms = d->run.start_ms;
     d->run_deadline_ms = d->continuous ? 0 : d->run.start_ms + d->o.max_run_ms;
+    /* Counts that disagree while jobs are out are normal for a moment (see
+     * index_refresh); a run does not start with a full reload for that. */
+    d->last_reload_ms = d->run.start_ms;
     char err[256];
     if (queue_run_put(d->o.queue, &d->run, err, sizeof err) != QUEUE_OK)
         log_error("delivery: recording run start: %s", err);
@@ -559,8 +605,7 @@ static size_t dispatch_round(struct delivery *d, struct job **out, int64_t *next
             keys_add(held, p->keys);
             continue;
         }
-        if (keys_blocked(held, p->keys)) { keys_add(held, p->keys); continue; }
-        keys_add(held, p->keys);
+        if (keys_check_add(held, p->keys)) continue;
         if (!free_slots) {
             /* Due but no worker free: it is due now, and nothing later in
              * the index can be due any sooner, so the round is over. Not
@@ -686,6 +731,73 @@ static void job_release(struct delivery *d, struct job *j, int64_t due_ms)
     free(j);
 }
 
+/* Claim, in ONE commit, the fresh jobs (not yet published) that idle workers
+ * would take at once: at the start of a run every worker is idle, and eight
+ * claims of their own, each with its fdatasync under LMDB's single writer,
+ * took ~50 ms before the last worker could send. Only when two or more
+ * such jobs are fresh (for one, the worker's own claim costs the same).
+ * Called with mu held; releases it during the commit (the fresh jobs are
+ * ours alone: counted out and busy in the index, not yet published). A job
+ * whose claim did not commit is released and tried again after
+ * CLAIM_RETRY_MS, as a worker's failed claim is. Returns 1 when delivery is
+ * stopping: then the fresh jobs are gone (unclaimed again and freed), else
+ * 0 with *fresh the jobs to publish (the claimed ones marked so). */
+static int claim_fresh(struct delivery *d, struct job **fresh, size_t waiting_before)
+{
+    size_t want = d->idle_workers > waiting_before ? d->idle_workers - waiting_before : 0;
+    size_t njobs = 0, nrec = 0;
+    for (struct job *j = *fresh; j && njobs < want; j = j->next) {
+        njobs++;
+        nrec += j->n;
+    }
+    if (njobs >= 2) {
+        struct queue_change *c = calloc(nrec, sizeof *c);
+        size_t k = 0;
+        struct job *j = *fresh;
+        for (size_t i = 0; c && i < njobs; i++, j = j->next) {
+            claim_changes(j, c + k);
+            k += j->n;
+        }
+        char err[256];
+        pthread_mutex_unlock(&d->mu);
+        int rc = c ? queue_update(d->o.queue, c, nrec, NULL, err, sizeof err)
+                   : (snprintf(err, sizeof err, "out of memory"), QUEUE_ERR_STORAGE);
+        free(c);
+        pthread_mutex_lock(&d->mu);
+        if (rc != QUEUE_OK)
+            log_error("delivery: claiming %zu records for %zu workers (seq %llu...): %s; tried again "
+                      "in %d ms", nrec, njobs, (unsigned long long)(*fresh)->seqs[0], err,
+                      CLAIM_RETRY_MS);
+        struct job **link = fresh;
+        for (size_t i = 0; i < njobs; i++) {
+            struct job *x = *link;
+            if (rc == QUEUE_OK) {
+                x->claimed = 1;
+                link = &x->next;
+                continue;
+            }
+            *link = x->next;
+            d->njobs_waiting--;
+            d->nunclaimed += x->n; /* job_release counts an unclaimed job down */
+            job_release(d, x, now_ms() + CLAIM_RETRY_MS);
+        }
+    }
+    if (!d->stopping) return 0;
+    /* delivery_stop took the published jobs while we committed: these are
+     * ours to undo. */
+    for (struct job *j = *fresh, *nx; j; j = nx) {
+        nx = j->next;
+        pthread_mutex_unlock(&d->mu);
+        unclaim(d, j);
+        pthread_mutex_lock(&d->mu);
+        d->njobs_waiting--;
+        if (!j->claimed) d->nunclaimed += j->n; /* job_release counts it down */
+        job_release(d, j, 0);
+    }
+    *fresh = NULL;
+    return 1;
+}
+
 static void *dispatcher_main(void *arg)
 {
     struct delivery *d = arg;
@@ -714,21 +826,24 @@ static void *dispatcher_main(void *arg)
         int may_send = (d->continuous || d->run_active) && !queue_failed(d->o.queue);
         if (may_send) {
             struct job *fresh = NULL;
+            size_t waiting_before = d->njobs_waiting;
             taken = dispatch_round(d, &fresh, &next_due);
             if (taken) {
                 if (!d->run_active) run_begin(d, "continuous");
                 for (struct job *j = fresh; j; j = j->next) j->run_id = d->run.id;
                 d->last_work_ms = now;
-                /* Published unclaimed: the worker that takes a job claims it
-                 * (worker_main), in the same write transaction as the
-                 * outcomes of the job it finishes when it has one (run_job).
-                 * The LMDB writer was the bottleneck of delivery — ~70 % busy,
-                 * three quarters of that in the commits' fdatasync — and
-                 * this halves the commits. */
+                /* Jobs that idle workers take at once are claimed here, all
+                 * in one commit (claim_fresh); the others are published
+                 * unclaimed: the worker that takes one claims it in the same
+                 * write transaction as the outcomes of the job it finishes
+                 * (run_job). The LMDB writer was the bottleneck of delivery
+                 * — ~70 % busy, three quarters of that in the commits'
+                 * fdatasync — and this halves the commits. */
+                if (claim_fresh(d, &fresh, waiting_before)) continue; /* stopping */
                 for (struct job *j = fresh, *next; j; j = next) {
                     next = j->next;
                     j->next = NULL;
-                    d->nunclaimed += j->n;
+                    if (!j->claimed) d->nunclaimed += j->n;
                     if (d->jobs_tail) d->jobs_tail->next = j; else d->jobs = j;
                     d->jobs_tail = j;
                     pthread_cond_signal(&d->cv_work);
@@ -778,6 +893,7 @@ static void *dispatcher_main(void *arg)
  * are kept and committed with the record's outcome (delivered only). */
 struct rec_links {
     struct queue *q;
+    struct queue_view **view;   /* the worker's (view_open) */
     char keys[8][80];
     char vals[8][160];
     size_t n;
@@ -793,7 +909,9 @@ static int links_get(void *ud, const char *party, const char *number, struct map
     for (size_t i = l->n; i-- > 0;)
         if (strcmp(l->keys[i], key) == 0) { val = l->vals[i]; break; }
     if (!val) {
-        int rc = queue_link_get(l->q, key, buf, sizeof buf, err, sizeof err);
+        int rc = view_open(l->q, l->view, err, sizeof err);
+        if (rc == QUEUE_OK)
+            rc = view_status(l->view, queue_view_link_get(*l->view, key, buf, sizeof buf, err, sizeof err));
         if (rc == QUEUE_ERR_NOTFOUND) return 0;
         if (rc != QUEUE_OK) return -1;
         val = buf;
@@ -824,6 +942,7 @@ static int links_put(void *ud, const char *party, const char *number, const stru
 
 /* Lookups: resolved through d365's process-wide cache during mapping. */
 struct rec_lookups {
+    struct queue_view **view;   /* ended before a lookup: it may go to Dataverse */
     struct d365_client *client;
     int failed;      /* a lookup failed permanently / not found */
     int retry;       /* a lookup must be retried */
@@ -844,6 +963,7 @@ static int lookups_get(void *ud, const char *id, char *guid, size_t guidlen)
     snprintf(set, sizeof set, "%.*s", (int)(c1 - id), id);
     snprintf(col, sizeof col, "%.*s", (int)(eq - c1 - 1), c1 + 1);
     char out[37], err[300];
+    view_close(l->view);
     enum d365_lookup r = d365_lookup_id(l->client, set, col, eq + 1, out, err, sizeof err);
     if (r == D365_LOOKUP_FOUND) {
         snprintf(guid, guidlen, "%s", out);
@@ -939,7 +1059,7 @@ static int model_map(struct delivery *d, struct rec_work *w, struct parse_ctx *p
 }
 
 /* Prepare one record: superseded? mapped ops? */
-static void prepare(struct delivery *d, struct d365_client *client, struct rec_work *w)
+static void prepare(struct delivery *d, struct worker *wk, struct rec_work *w)
 {
     struct queue_record *r = w->r;
     const char *k = r->keys ? r->keys : "";
@@ -948,13 +1068,16 @@ static void prepare(struct delivery *d, struct d365_client *client, struct rec_w
     snprintf(key, sizeof key, "%.*s", (int)kl, k);
     struct queue_keystate ks;
     char err[ERRTEXT];
-    if (kl && queue_keystate_get(d->o.queue, key, &ks, err, sizeof err) == QUEUE_OK && superseded(r, &ks)) {
+    if (kl && view_open(d->o.queue, &wk->view, err, sizeof err) == QUEUE_OK &&
+        view_status(&wk->view, queue_view_keystate_get(wk->view, key, &ks, err, sizeof err)) == QUEUE_OK &&
+        superseded(r, &ks)) {
         w->result = RR_SUPERSEDED;
         snprintf(w->superseded_by, sizeof w->superseded_by, "%s", ks.docnum);
         return;
     }
     w->links.q = d->o.queue;
-    struct rec_lookups lk = {client, 0, 0, ""};
+    w->links.view = &wk->view;
+    struct rec_lookups lk = {&wk->view, wk->client, 0, 0, ""};
     struct parse_ctx pc = {d, w, &lk, 0};
     int st = model_map(d, w, &pc, err, sizeof err);
     if (lk.retry) {
@@ -1086,7 +1209,11 @@ static struct job *run_job(struct worker *wk, struct job *j)
     for (size_t i = 0; i < j->n; i++) {
         mapping_ops_init(&w[i].ops);
         /* The packed model when ingest stored one (no XML parse), else the XML. */
-        if (queue_get(d->o.queue, j->seqs[i], QUEUE_GET_MODEL, &w[i].r, err, sizeof err) != QUEUE_OK) {
+        int rs = view_open(d->o.queue, &wk->view, err, sizeof err);
+        if (rs == QUEUE_OK)
+            rs = view_status(&wk->view, queue_view_get(wk->view, j->seqs[i], QUEUE_GET_MODEL, &w[i].r, err,
+                                                       sizeof err));
+        if (rs != QUEUE_OK) {
             log_error("delivery: reading seq %llu: %s", (unsigned long long)j->seqs[i], err);
             w[i].result = RR_RETRY;
             continue;
@@ -1098,14 +1225,18 @@ static struct job *run_job(struct worker *wk, struct job *j)
             w[i].r = NULL;
             continue;
         }
-        prepare(d, wk->client, &w[i]);
+        prepare(d, wk, &w[i]);
         nops += w[i].op_count;
     }
+    view_close(&wk->view); /* before anything is sent */
 
     /* Build the d365 op array: records in order, change-set numbers made
      * unique across the job; DELETEs go outside change sets, because a 404
      * (already gone, which counts as done) would roll a change set back. */
-    struct d365_op *ops = calloc(nops ? nops : 1, sizeof *ops);
+    /* Not calloc: an op is ~1.2 KiB, mostly its error text buffers, and
+     * zeroing a job's worth cost 2 % of the delivery CPU. Each op is set
+     * whole below (the text buffers empty). */
+    struct d365_op *ops = malloc((nops ? nops : 1) * sizeof *ops);
     unsigned cs_base = 0;
     size_t k = 0;
     for (size_t i = 0; ops && i < j->n; i++) {
@@ -1115,6 +1246,8 @@ static struct job *run_job(struct worker *wk, struct job *j)
         for (size_t m = 0; m < w[i].op_count; m++) {
             struct mapping_op *mo = &w[i].ops.v[m];
             struct d365_op *o = &ops[k++];
+            memset(o, 0, offsetof(struct d365_op, code));
+            o->code[0] = o->message[0] = '\0';
             o->method = mo->method;
             o->path = mo->path;
             o->body = mo->body;
@@ -1167,11 +1300,11 @@ static struct job *run_job(struct worker *wk, struct job *j)
     size_t nwarn = 0;
     for (size_t i = 0; i < j->n; i++)
         for (size_t m = 0; m < w[i].ops.n; m++) nwarn += w[i].ops.v[m].warning != NULL;
-    struct queue_audit *au = calloc(k + 2 * j->n + nwarn + 1, sizeof *au);
+    struct queue_audit *au = malloc((k + 2 * j->n + nwarn + 1) * sizeof *au); /* set whole when used */
     size_t nch = 0, nau = 0;
     uint64_t delivered = 0, failed = 0, retried = 0, superseded_n = 0, ignored = 0;
     int64_t now = now_ms();
-    char (*notes)[200] = calloc(j->n, sizeof *notes);
+    char (*notes)[200] = malloc(j->n * sizeof *notes); /* written before read */
     for (size_t i = 0; ch && au && notes && i < j->n; i++) {
         struct rec_work *x = &w[i];
         if (!x->r) continue;
@@ -1274,6 +1407,7 @@ static struct job *run_job(struct worker *wk, struct job *j)
      * the next job stays unclaimed and worker_main claims it alone. */
     struct job *next = NULL;
     size_t nclaim = 0;
+    int claimed_now = 0; /* next was claimed by this commit (not before, by the dispatcher) */
     pthread_mutex_lock(&d->mu);
     if (!d->stopping && d->jobs) {
         next = d->jobs;
@@ -1313,6 +1447,7 @@ static struct job *run_job(struct worker *wk, struct job *j)
                   nclaim ? "; the next job is claimed on its own" : "");
     } else if (ch && (nch || nau) && nclaim) {
         next->claimed = 1;
+        claimed_now = 1;
     } else if (!ch && au && nau && queue_audit_append(d->o.queue, au, nau, err, sizeof err) != QUEUE_OK) {
         log_error("delivery: audit: %s", err);
     }
@@ -1325,7 +1460,7 @@ static struct job *run_job(struct worker *wk, struct job *j)
 
     /* Update the index under the lock. */
     pthread_mutex_lock(&d->mu);
-    if (next && next->claimed) d->nunclaimed -= next->n;
+    if (claimed_now) d->nunclaimed -= next->n;
     for (size_t i = 0; i < j->n; i++) {
         struct pend *p = index_find(d, j->seqs[i]);
         if (!p) continue;
@@ -1592,8 +1727,8 @@ void delivery_stop(struct delivery *d, long grace_ms)
     if (!d) return;
     pthread_mutex_lock(&d->mu);
     d->stopping = 1;
-    /* Jobs not yet taken by a worker are dropped: unclaimed, their records
-     * are still PENDING in the queue. */
+    /* Jobs not yet taken by a worker are dropped (below, after the threads
+     * are joined: those the dispatcher claimed go back to PENDING). */
     struct job *left = d->jobs;
     d->jobs = d->jobs_tail = NULL;
     pthread_cond_broadcast(&d->cv_work);
@@ -1612,7 +1747,7 @@ void delivery_stop(struct delivery *d, long grace_ms)
             pthread_join(d->workers[i].thread, NULL);
         }
     }
-    for (struct job *j = left; j;) { /* published, so never claimed */
+    for (struct job *j = left; j;) { /* claimed by the dispatcher, or not (no-op) */
         struct job *nx = j->next;
         unclaim(d, j);
         free(j->seqs);

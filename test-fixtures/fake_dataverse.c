@@ -4328,6 +4328,7 @@ static void counters_json(cJSON *o)
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cJSON_AddNumberToObject(o, f[i].n, (double)f[i].v);
     double span = g.last_done - g.first_admit;
     cJSON_AddNumberToObject(o, "mean_concurrency", span > 0 ? g.busy_s / span : 0);
+    cJSON_AddNumberToObject(o, "active_s", span > 0 ? span : 0); /* first admitted to last answered */
 }
 
 static cJSON *dump_json(int with_records, int with_log, const char *only_set)

@@ -114,5 +114,34 @@ check "the outcome was put back to pending, the next job claimed on its own" \
 fake_dump
 eq "three accounts" "$(dumpq "len(d['records']['accounts'])")" 3
 mlc_stop
+
+# At the start of a run every worker is idle, and the dispatcher claims the
+# jobs they take in ONE commit. The disk refuses that commit: no job may be
+# sent unclaimed; the records wait a second, still pending, and the run
+# delivers them after all. Syncs of the run, in order: its start record
+# (durable: data, then meta page), then the claim (lazy: data only) — the
+# fault lets the first two through and fails the claim.
+rm -rf "$T/queue"
+curl -s -X POST "$DV_URL/_fake/reset" >/dev/null
+fake_config '{"latency_ms": 0, "fail_503_every": 0, "reset_every": 0}'
+export MLC_TEST_ADMIN_TOKEN='admin-token-0123456789abcdef'
+DELIVERY='"workers": 3, "batch_size": 1, "retry_base_s": 1, "retry_cap_s": 2' \
+  mlc_config 64 8 '"admin": { "token": "${MLC_TEST_ADMIN_TOKEN}" }'
+MLC_PRELOAD=$MLC_ROOT/$MLC_BUILD/preload/fault_fsync.so mlc_start
+eq "POST a packet of 3 vendors (3 jobs of 1, 3 idle workers)" "$(post "$FIX/idoc/cremas06_packet.xml")" 200
+echo 2 >"$MLC_FAULT_FSYNC"
+eq "POST /admin/sync starts a run" "$(curl -s -o /dev/null -w '%{http_code}' \
+  -H "Authorization: Bearer $MLC_TEST_ADMIN_TOKEN" -X POST "$BASE/admin/sync")" 202
+check "the fault was hit" wait_for_gone "$MLC_FAULT_FSYNC" 10
+check "all 3 delivered after all" wait_settled 3 20
+eq "none failed" "$(qcount failed)" 0
+eq "none left inflight" "$(qcount inflight)" 0
+check "the log says the group claim failed and is tried again" \
+  grep -q 'claiming 3 records for 3 workers.*tried again in' "$T/server.log"
+fake_dump
+eq "three accounts" "$(dumpq "len(d['records']['accounts'])")" 3
+eq "each sent once (nothing went out unclaimed before the retry)" \
+  "$(dumpq "sum(1 for e in d['log'] if e.get('set') == 'accounts')")" 3
+mlc_stop
 unset MLC_FAULT_FSYNC
 mlc_finish

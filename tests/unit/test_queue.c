@@ -2348,6 +2348,72 @@ static size_t raw_count(const struct fx *f, const char *db)
 /* The packed model travels next to the XML: stored as given, read back
  * with QUEUE_GET_MODEL (aligned, the XML skipped), the XML instead when a
  * record has none, pruned with its record. */
+/* A read view: queue_get/keystate/link reads in one snapshot; writes made
+ * after it began are not seen by it (and are by a new one); records it
+ * returned outlive it; NOTFOUND does not spoil it. */
+static void test_view(void **state)
+{
+    struct fx *f = *state;
+    struct queue *q = open_q(f, 64 * MIB, 0, 0);
+    assert_non_null(q);
+    char err[256], val[QUEUE_LINK_VALUE_MAX + 1];
+    uint64_t s1, s2;
+    assert_int_equal(append1(q, "V1", 300, QUEUE_PENDING, &s1, NULL), QUEUE_OK);
+    assert_int_equal(queue_set_state(q, &s1, 1, QUEUE_PENDING, QUEUE_INFLIGHT, NULL, err, sizeof err),
+                     QUEUE_OK);
+    const struct queue_link l1 = { "vendor:1", "a\t1\t0" };
+    struct queue_change c = { .seq = s1, .from_state = QUEUE_INFLIGHT,
+                              .to_state = QUEUE_DELIVERED, .next_attempt_ms = -1,
+                              .applied_keys = "vendor:1", .links = &l1, .nlinks = 1 };
+    assert_int_equal(queue_update(q, &c, 1, NULL, err, sizeof err), QUEUE_OK);
+
+    struct queue_view *v = NULL;
+    assert_int_equal(queue_view_begin(q, &v, err, sizeof err), QUEUE_OK);
+    assert_non_null(v);
+    /* Written after the view began: invisible to it. */
+    assert_int_equal(append1(q, "V2", 300, QUEUE_PENDING, &s2, NULL), QUEUE_OK);
+    const struct queue_link l2 = { "vendor:2", "b\t1\t0" };
+    assert_int_equal(queue_link_put(q, "vendor:2", l2.value, err, sizeof err), QUEUE_OK);
+
+    struct queue_record *r1 = NULL, *r2 = NULL;
+    assert_int_equal(queue_view_get(v, s1, QUEUE_GET_XML, &r1, err, sizeof err), QUEUE_OK);
+    assert_string_equal(r1->docnum, "V1");
+    assert_int_equal(r1->state, QUEUE_DELIVERED);
+    assert_non_null(r1->xml);
+    assert_int_equal(queue_view_get(v, s2, 0, &r2, err, sizeof err), QUEUE_ERR_NOTFOUND);
+    assert_null(r2);
+    struct queue_keystate ks;
+    assert_int_equal(queue_view_keystate_get(v, "vendor:1", &ks, err, sizeof err), QUEUE_OK);
+    assert_int_equal(ks.seq, s1);
+    assert_string_equal(ks.docnum, "V1");
+    assert_int_equal(queue_view_keystate_get(v, "vendor:9", &ks, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    assert_int_equal(queue_view_link_get(v, "vendor:1", val, sizeof val, err, sizeof err), QUEUE_OK);
+    assert_string_equal(val, "a\t1\t0");
+    assert_int_equal(queue_view_link_get(v, "vendor:2", val, sizeof val, err, sizeof err),
+                     QUEUE_ERR_NOTFOUND);
+    /* Bad arguments are refused as by the plain reads. */
+    assert_int_equal(queue_view_link_get(v, "", val, sizeof val, err, sizeof err), QUEUE_ERR_INVALID);
+    assert_int_equal(queue_view_keystate_get(v, NULL, &ks, err, sizeof err), QUEUE_ERR_INVALID);
+    /* Still usable after NOTFOUND and refusals. */
+    assert_int_equal(queue_view_keystate_get(v, "vendor:1", &ks, err, sizeof err), QUEUE_OK);
+    queue_view_end(v);
+    queue_view_end(NULL);
+    /* The record outlives the view. */
+    assert_string_equal(r1->docnum, "V1");
+    queue_record_free(r1);
+
+    /* A new view sees the later writes. */
+    assert_int_equal(queue_view_begin(q, &v, err, sizeof err), QUEUE_OK);
+    assert_int_equal(queue_view_get(v, s2, 0, &r2, err, sizeof err), QUEUE_OK);
+    assert_string_equal(r2->docnum, "V2");
+    queue_record_free(r2);
+    assert_int_equal(queue_view_link_get(v, "vendor:2", val, sizeof val, err, sizeof err), QUEUE_OK);
+    assert_string_equal(val, "b\t1\t0");
+    queue_view_end(v);
+    queue_close(q);
+}
+
 static void test_model(void **state)
 {
     struct fx *f = *state;
@@ -2695,6 +2761,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_chunks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_store, setup, teardown),
         cmocka_unit_test_setup_teardown(test_model, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delivery, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
