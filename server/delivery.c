@@ -4,7 +4,8 @@
  * Design
  *   Dispatcher (one thread). Keeps an in-memory index of PENDING records
  *   (seq, business keys, due time), refreshed from the queue when new
- *   records are committed (delivery_notify, or a 500 ms poll of next_seq) and
+ *   records are committed (delivery_notify, or a 500 ms poll of next_seq;
+ *   between scheduled runs at most every 100 ms) and
  *   rebuilt when the queue's pending count no longer matches the index (a
  *   replay from `ml-connector queue replay` in another process, say). To fill
  *   a job it walks the index in sequence order and takes a record only when
@@ -78,6 +79,7 @@
 #define SCAN_WINDOW 50000          /* index entries looked at per round */
 #define PRUNE_EVERY_MS (3600 * 1000)
 #define FULL_RELOAD_MS 10000
+#define IDLE_REFRESH_MS 100    /* index refresh between scheduled runs */
 #define ERRTEXT 1536
 #define CLAIM_RETRY_MS 1000        /* after a claim could not be committed */
 
@@ -287,6 +289,7 @@ struct delivery {
     time_t next_trigger;
     int64_t last_prune_ms;
     int64_t last_reload_ms;
+    int64_t last_idle_refresh_ms;   /* between scheduled runs */
 
     /* metrics */
     atomic_llong m_next_run, m_last_start, m_last_end;
@@ -810,11 +813,14 @@ static void *dispatcher_main(void *arg)
             run_begin(d, "schedule");
             schedule_next(d);
         }
-        /* Between scheduled runs nothing is sent, so the index is not kept
-         * up to date at every commit of an ingest (a wake-up and two queue
-         * reads per group commit, ~2 % of the ingest CPU under load): the
-         * first refresh of a run reads everything that came meanwhile. */
-        if (d->continuous || d->run_active) {
+        /* Between scheduled runs nothing is sent, so the index is not
+         * brought up to date at every commit of an ingest (a wake-up and two
+         * queue reads per group commit, ~2 % of the ingest CPU under load),
+         * but at most every IDLE_REFRESH_MS: a run then starts sending at
+         * once instead of reading the whole backlog first (~1 us a record:
+         * 20 ms for 20,000, a second for a million). */
+        if (d->continuous || d->run_active || now - d->last_idle_refresh_ms >= IDLE_REFRESH_MS) {
+            if (!d->continuous && !d->run_active) d->last_idle_refresh_ms = now;
             index_refresh(d);
             now = now_ms();
         }

@@ -789,6 +789,7 @@ static struct {
      * the last reset — "did the client keep its slots busy?", which the
      * peak (max_concurrency) cannot tell. */
     double busy_s, first_admit, last_done;
+    double exec_s, lock_wait_s;     /* executing API requests under mu; waiting for it */
     long reset_counter, fail503_counter, part_counter, batch_no;
     double t_start;
     char last_tenant[128];
@@ -4329,6 +4330,8 @@ static void counters_json(cJSON *o)
     double span = g.last_done - g.first_admit;
     cJSON_AddNumberToObject(o, "mean_concurrency", span > 0 ? g.busy_s / span : 0);
     cJSON_AddNumberToObject(o, "active_s", span > 0 ? span : 0); /* first admitted to last answered */
+    cJSON_AddNumberToObject(o, "exec_s", g.exec_s);          /* executing requests (one at a time) */
+    cJSON_AddNumberToObject(o, "lock_wait_s", g.lock_wait_s); /* requests waiting to execute, summed */
 }
 
 static cJSON *dump_json(int with_records, int with_log, const char *only_set)
@@ -4405,6 +4408,7 @@ static void store_reset(void)
     memset(&g.c, 0, sizeof g.c);
     g.c.max_concurrency = g.inflight_api;
     g.busy_s = g.first_admit = g.last_done = 0;
+    g.exec_s = g.lock_wait_s = 0;
     for (struct user *u = g.users; u; u = u->next) user_reset(u);
     g.reset_counter = g.fail503_counter = g.part_counter = g.batch_no = 0;
 }
@@ -4747,7 +4751,10 @@ static int finish_api(struct MHD_Connection *c, struct req *q, const char *metho
     char *base = xasprintf("http://%s%.*s", host, (int)(rel - q->uri), q->uri);
     const char *ct = hdr(c, "Content-Type");
     char *prefer = hdr_all(c, "Prefer");
+    double t_wait = mono_now();
     pthread_mutex_lock(&g.mu);
+    double t_exec = mono_now();
+    g.lock_wait_s += t_exec - t_wait;
     if (g.cfg.fail_503_every > 0 && ++g.fail503_counter % g.cfg.fail_503_every == 0) {
         g.c.injected_503++;
         reply_error(o, 503, "", "fake: injected 503 Service Unavailable. The service is temporarily unavailable; retry later.");
@@ -4804,6 +4811,7 @@ static int finish_api(struct MHD_Connection *c, struct req *q, const char *metho
         sb_printf(&o->hdr, "x-ms-ratelimit-burst-remaining-xrm-requests: %ld\r\n", q->burst_remaining);
     int reset = q->do_reset;   /* --reset-phase after: executed, then dropped */
     if (reset) g.c.resets++;
+    g.exec_s += mono_now() - t_exec;
     pthread_mutex_unlock(&g.mu);
     free(prefer);
     free(base);
