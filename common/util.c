@@ -51,6 +51,19 @@ size_t util_concat(char *dst, size_t cap, ...)
     return total;
 }
 
+size_t util_u64(char *buf, unsigned long long v)
+{
+    char tmp[UTIL_U64_LEN];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+    buf[n] = '\0';
+    return n;
+}
+
 int util_read_file(const char *path, size_t max, char **out, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -26,6 +26,11 @@ size_t util_copy(char *dst, size_t cap, const char *src);
 size_t util_concat(char *dst, size_t cap, ...);
 #define UTIL_CONCAT(dst, cap, ...) util_concat((dst), (cap), __VA_ARGS__, (const char *)NULL)
 
+/* v in decimal into buf (UTIL_U64_LEN bytes hold any value), NUL-terminated;
+ * returns the length. For numbers inside UTIL_CONCAT pieces. */
+#define UTIL_U64_LEN 21
+size_t util_u64(char *buf, unsigned long long v);
+
 /* Read the whole file into a new NUL-terminated buffer (*out, caller frees;
  * *len without the NUL, len may be NULL). max > 0 refuses larger files
  * (errno EFBIG). Returns 0, or -1 with errno set. */

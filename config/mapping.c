@@ -1362,11 +1362,14 @@ static int run_record(struct ectx *e, const struct mrecord *r, const struct scop
     if (sv.n == 0 && r->required)
         return efail(e, "%s: no %s segment (route needs one)", where_of(parent), r->for_each->text);
     for (size_t i = 0; i < sv.n; i++) {
-        char w[200];
+        /* "<parent>/<SEGMENT>[n]" for messages: built for every instance,
+         * so without snprintf (it was 1.3 % of the delivery CPU). */
+        char w[200], num[UTIL_U64_LEN];
+        util_u64(num, i + 1);
         if (parent->where && *parent->where)
-            snprintf(w, sizeof w, "%s/%s[%zu]", parent->where, r->for_each->text, i + 1);
+            UTIL_CONCAT(w, sizeof w, parent->where, "/", r->for_each->text, "[", num, "]");
         else
-            snprintf(w, sizeof w, "%s[%zu]", r->for_each->text, i + 1);
+            UTIL_CONCAT(w, sizeof w, r->for_each->text, "[", num, "]");
         struct scope sc = {sv.v[i], parent, r, NULL, adup(&e->ar, w, strlen(w))};
         if (one_record(e, r, &sc, parent_op, parent_cs, level)) return -1;
     }

@@ -1319,8 +1319,9 @@ static struct job *run_job(struct worker *wk, struct job *j)
         for (size_t m = 0; m < x->op_count && x->result != RR_SUPERSEDED; m++) {
             struct d365_op *o = &ops[x->op_first + m];
             struct mapping_op *mo = o->user;
-            char *opdesc = malloc(strlen(o->method) + strlen(o->path) + 2);
-            if (opdesc) sprintf(opdesc, "%s %s", o->method, o->path);
+            size_t opl = strlen(o->method) + strlen(o->path) + 2;
+            char *opdesc = malloc(opl);
+            if (opdesc) UTIL_CONCAT(opdesc, opl, o->method, " ", o->path);
             au[nau++] = (struct queue_audit){.time_ms = now, .kind = "attempt", .seq = x->r->seq,
                                              .docnum = x->r->docnum, .key = mo && mo->key ? mo->key : key1,
                                              .operation = opdesc, .http_status = o->status,

@@ -102,6 +102,14 @@ static void test_copy_concat(void **state)
     assert_string_equal(b, "");
     assert_int_equal(UTIL_CONCAT(b, 1, "a", "b"), 2);
     assert_string_equal(b, "");
+
+    char n[UTIL_U64_LEN];
+    assert_int_equal(util_u64(n, 0), 1);
+    assert_string_equal(n, "0");
+    assert_int_equal(util_u64(n, 42), 2);
+    assert_string_equal(n, "42");
+    assert_int_equal(util_u64(n, 18446744073709551615ULL), 20);
+    assert_string_equal(n, "18446744073709551615");
 }
 
 static void test_sha256(void **state)
