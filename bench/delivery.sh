@@ -83,17 +83,24 @@ if r["delivered"] + r["failed"] != n: sys.stderr.write("bench: run %d settled %d
 print("%.0f %.2f %d" % (n / s, s, n))' "$runs" "$n"
 }
 
-# (a) and (b) alternate, three rounds per latency, best of each: the machine
-# is shared and a single short run can land in someone else's burst. Each
-# round sends new DOCNUMs (new vendors) to a freshly reset fake, so both
-# sides create the same N accounts.
-ROUNDS=${DELIVERY_ROUNDS:-3}
+# (a) and (b) alternate, five rounds per latency: (b), then (a), under the
+# same machine conditions. Each round sends new DOCNUMs (new vendors) to a
+# freshly reset fake, so both sides create the same N accounts.
+# The verdict uses the MEDIAN of the rounds' own ratios (a)/(b): the machine
+# is shared, and (b) alone swings by half between consecutive rounds
+# (22k-35k records/s seen in one run), so the best (a) over the best (b)
+# mostly measures which side got the luckier round. The best of each side
+# is printed too. Also per round: the fake's execution time (exec_s, its
+# single lock held) against its active span — how busy the Dataverse
+# stand-in was kept.
+ROUNDS=${DELIVERY_ROUNDS:-5}
 declare -A R
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 for lat in 0 50; do
   fake_up "dv$lat" --latency-ms "$lat"
   tok=$(token "$dv")
   gateway "$dv" "gw$lat" "\"workers\": $CONC, \"max_concurrency\": $CONC, \"batch_size\": $BATCH"
-  best_b=0 best_a=0 out_b= out_a=
+  best_b=0 best_a=0 out_b= out_a= ratios=
   for round in $(seq "$ROUNDS"); do
     first=$(( 9000000 + (round - 1) * 1000000 ))
     curl -s -X POST "$dv/_fake/reset" >/dev/null
@@ -104,9 +111,12 @@ for lat in 0 50; do
     curl -s -X POST "$dv/_fake/reset" >/dev/null
     fill "gw$lat" "$N" "$first"
     read -r rate secs n < <(drain "gw$lat")
+    rr=$(awk -v a="${rate:-0}" -v b="${r:-0}" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    ratios="$ratios $rr"
+    echo "   latency $lat ms, round $round: (b) ${r:-0} records/s, (a) ${rate:-0} records/s, (a)/(b) $rr; fake busy $(counters "$dv" "'%.2f of %.2f s' % (c['exec_s'], c['active_s'])")"
     [ "${rate:-0}" -gt "$best_a" ] && { best_a=$rate; out_a="$n records in $secs s = $rate records/s ($(counters "$dv" "c['batches'], 'batches', c['throttled_429'], '429s'"))"; }
   done
-  R[b,$lat]=$best_b R[a,$lat]=$best_a
+  R[b,$lat]=$best_b R[a,$lat]=$best_a R[m,$lat]=$(echo "$ratios" | median) R[r,$lat]=$ratios
   echo "   (b) bare libcurl multi, $CONC in flight, the gateway's \$batch requests of $BATCH, latency $lat ms, best of $ROUNDS: $out_b"
   echo "   (a) ml-connector, $CONC workers, \$batch of $BATCH, latency $lat ms, best of $ROUNDS: $out_a"
   kill "$GWPID"; wait "$GWPID" 2>/dev/null
@@ -134,8 +144,9 @@ echo "== Delivery summary (fake Dataverse on loopback; $N records, $CONC request
 for lat in 0 50; do
   ab=$(awk -v a="${R[a,$lat]}" -v b="${R[b,$lat]}" 'BEGIN { printf "%.2f", a / b }')
   t=""
-  [ "$lat" = 0 ] && t=$(awk -v x="$ab" 'BEGIN { print (x >= 0.8) ? "  target >= 0.8: met" : "  target >= 0.8: NOT MET" }')
-  printf '   latency %2s ms: (a) %6s records/s   (b) %6s records/s   (a)/(b) %s%s\n' "$lat" "${R[a,$lat]}" "${R[b,$lat]}" "$ab" "$t"
+  [ "$lat" = 0 ] && t=$(awk -v x="${R[m,$lat]}" 'BEGIN { print (x >= 0.8) ? "  target >= 0.8: met" : "  target >= 0.8: NOT MET" }')
+  printf '   latency %2s ms: (a)/(b) median of %s paired rounds %s (rounds:%s)%s\n' "$lat" "$ROUNDS" "${R[m,$lat]}" "${R[r,$lat]}" "$t"
+  printf '                  best (a) %6s records/s over best (b) %6s records/s: %s\n' "${R[a,$lat]}" "${R[b,$lat]}" "$ab"
 done
 printf '   budget %d requests / %d s (sliding): %d requests admitted in %s s of a possible %d: %s of the budget used (target >= 0.95: %s), %d 429s, violations %d (must be 0: %s)\n' \
   "$BUDGET" "$WINDOW" "$ok_req" "$secs" "$((4 * BUDGET))" "$frac" "$(awk -v x="$frac" 'BEGIN { print (x >= 0.95) ? "met" : "NOT MET" }')" \
