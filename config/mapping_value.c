@@ -292,10 +292,12 @@ size_t mapping_utf8_prefix(const char *s, size_t len, size_t max)
 
 /* ---- text buffer and escaping ------------------------------------------- */
 
-static int grow(struct mbuf *b, size_t need)
+/* The slow half of grow, out of line: grow runs for every byte and piece
+ * put (100k calls a second per delivery worker), and almost always finds
+ * room. */
+static __attribute__((noinline)) int grow_slow(struct mbuf *b, size_t need)
 {
     if (b->oom) return -1;
-    if (b->n + need + 1 <= b->cap) return 0;
     /* 1 KiB first: an op body (the common case) mostly fits, where 256
      * bytes took three reallocs to get there. */
     size_t nc = b->cap ? b->cap : 1024;
@@ -308,6 +310,11 @@ static int grow(struct mbuf *b, size_t need)
     b->p = np;
     b->cap = nc;
     return 0;
+}
+
+static inline int grow(struct mbuf *b, size_t need)
+{
+    return !b->oom && b->n + need + 1 <= b->cap ? 0 : grow_slow(b, need);
 }
 
 void mapping_buf_put(struct mbuf *b, const char *s, size_t n)
@@ -337,10 +344,17 @@ void mapping_buf_json_str(struct mbuf *b, const char *s, size_t n)
     if (grow(b, n + 2)) return;
     char *o = b->p + b->n;
     *o++ = '"';
+    /* Bytes that need an escape: controls, '"' and '\\' (a table: one load a
+     * byte instead of three compares). */
+    static const unsigned char esc[256] = {
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        ['"'] = 1, ['\\'] = 1,
+    };
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (!esc[c]) continue;
         if (i > run) memcpy(o, s + run, i - run);
         o += i - run;
         run = i + 1;

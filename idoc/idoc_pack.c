@@ -186,7 +186,7 @@ static int bad(struct rd *r, const char *why)
     return -1;
 }
 
-static int get_varint(struct rd *r, size_t *out)
+static __attribute__((noinline)) int get_varint_slow(struct rd *r, size_t *out)
 {
     size_t v = 0;
     for (unsigned shift = 0; shift < sizeof(size_t) * 8; shift += 7) {
@@ -203,6 +203,16 @@ static int get_varint(struct rd *r, size_t *out)
         }
     }
     return bad(r, "count out of range");
+}
+
+/* Nearly every count and length is below 128: one byte, no loop. */
+static inline int get_varint(struct rd *r, size_t *out)
+{
+    if (r->p < r->end && !(*r->p & 0x80)) {
+        *out = *r->p++;
+        return 0;
+    }
+    return get_varint_slow(r, out);
 }
 
 static int get_str(struct rd *r, const char **out)
