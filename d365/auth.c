@@ -657,6 +657,23 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
     return rc;
 }
 
+void d365_auth_prefetch(struct d365_auth *a)
+{
+    pthread_mutex_lock(&a->mu);
+    double now = util_mono_s();
+    int fresh = a->token && now < a->usable_until && now < a->renew_at;
+    int idle = fresh || a->fetching || now < a->next_attempt_at;
+    pthread_mutex_unlock(&a->mu);
+    if (idle) return;
+    /* A scratch copy: the token itself is what callers of d365_auth_token
+     * get; this one only makes sure there is one. Wiped like any copy. */
+    char *buf = malloc(D365_TOKEN_MAX), err[512];
+    if (!buf) return;
+    (void)d365_auth_token(a, buf, D365_TOKEN_MAX, err, sizeof err);
+    OPENSSL_cleanse(buf, D365_TOKEN_MAX);
+    free(buf);
+}
+
 void d365_auth_invalidate(struct d365_auth *a, const char *token)
 {
     if (!token) return;

@@ -78,6 +78,15 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
  * renewal, not N. */
 void d365_auth_invalidate(struct d365_auth *a, const char *token);
 
+/* Make sure a token will be there soon, without waiting for one: when the
+ * token is missing or due for renewal and nobody is fetching (and no
+ * back-off is running), the caller becomes the refresher and fetches now
+ * (it waits for that fetch); otherwise it returns at once. For a delivery
+ * worker at the start of a job: one worker fetches while the others
+ * prepare theirs, instead of every worker finding no token at its first
+ * send. Errors are logged as d365_auth_token logs them. Any thread. */
+void d365_auth_prefetch(struct d365_auth *a);
+
 void d365_auth_stats(struct d365_auth *a, struct d365_auth_stats *out);
 
 /* The signed client assertion a certificate credential would send, for

@@ -190,6 +190,11 @@ oom:
     return NULL;
 }
 
+void d365_client_prefetch_token(struct d365_client *c)
+{
+    d365_auth_prefetch(c->auth);
+}
+
 void d365_client_destroy(struct d365_client *c)
 {
     if (!c) return;

@@ -69,6 +69,9 @@ struct d365_client *d365_client_create(const struct d365_client_config *cfg, str
                                        struct d365_governor *gov, char *err, size_t errlen);
 void d365_client_destroy(struct d365_client *c);
 
+/* d365_auth_prefetch on the client's token manager. */
+void d365_client_prefetch_token(struct d365_client *c);
+
 /* Send one operation; fills its outputs and returns its outcome. */
 enum d365_outcome d365_send_one(struct d365_client *c, struct d365_op *op);
 

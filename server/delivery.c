@@ -596,6 +596,10 @@ static size_t dispatch_round(struct delivery *d, struct job **out, int64_t *next
     unsigned free_slots = want > d->njobs_waiting ? want - d->njobs_waiting : 0;
     if (!free_slots) return 0;
     size_t job_size = job_records(d);
+    /* Nothing in flight (the start of a run): one batch a job, so that the
+     * first requests go out after one batch is claimed and prepared per
+     * worker, not two. */
+    if (d->nbusy == 0 && job_size > d->o.batch_size) job_size = d->o.batch_size;
 
     uint64_t *seqs = NULL;
     size_t n = 0, cap = 0;
@@ -1199,6 +1203,11 @@ static struct job *run_job(struct worker *wk, struct job *j)
         wk->w = nw;
         wk->wcap = j->n;
     }
+    /* A token for the sends below: the first worker to find none fetches it
+     * now, while the others prepare their jobs (at the start of a run the
+     * fetch otherwise came at the first send, ~18 ms late under the load
+     * of eight workers preparing). Instant when the token is fresh. */
+    d365_client_prefetch_token(wk->client);
     struct rec_work *w = wk->w;
     /* Reset only what is read before it is written: the text buffers are
      * ~3.5 KiB a record, and zeroing them all cost 3.5 % of delivery CPU. */

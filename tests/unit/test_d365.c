@@ -1293,6 +1293,43 @@ static void test_auth_single_refresher(void **state)
     tok_free(t);
 }
 
+static void *prefetch(void *p)
+{
+    d365_auth_prefetch(p);
+    return NULL;
+}
+
+/* d365_auth_prefetch: the first caller without a token fetches one and waits
+ * for it; callers that come during that fetch return at once, without a
+ * token and without a second fetch; with a fresh token nobody fetches. */
+static void test_auth_prefetch(void **state)
+{
+    (void)state;
+    struct tok_state *t = tok_new(3600);
+    t->delay_ms = 600;
+    struct mini *m = mini_start(handle, t);
+    struct d365_auth *a = secret_auth(m->port);
+    pthread_t first;
+    pthread_create(&first, NULL, prefetch, a);
+    usleep(150000); /* the first one is fetching now (the endpoint takes 600 ms) */
+    for (int i = 0; i < 4; i++) d365_auth_prefetch(a);
+    /* They returned before the token was issued: they did not wait. */
+    assert_int_equal(atomic_load(&t->issued), 0);
+    pthread_join(first, NULL);
+    assert_int_equal(atomic_load(&t->issued), 1);
+    char buf[64], err[256];
+    assert_int_equal(d365_auth_token(a, buf, sizeof buf, err, sizeof err), 0);
+    assert_string_equal(buf, "tok-1");
+    d365_auth_prefetch(a); /* fresh: nothing to do */
+    struct d365_auth_stats st;
+    d365_auth_stats(a, &st);
+    assert_int_equal(st.fetches, 1);
+    assert_int_equal(st.waits, 0);
+    d365_auth_destroy(a);
+    mini_stop(m);
+    tok_free(t);
+}
+
 static void test_auth_renewal_early(void **state)
 {
     (void)state;
@@ -1716,7 +1753,7 @@ int main(void)
         cmocka_unit_test(test_governor_threads),
         cmocka_unit_test(test_backoff_bounds),
         cmocka_unit_test(test_auth_single_refresher),
-        cmocka_unit_test(test_auth_renewal_early),
+        cmocka_unit_test(test_auth_prefetch), cmocka_unit_test(test_auth_renewal_early),
         cmocka_unit_test(test_auth_entra_error),
         cmocka_unit_test_setup_teardown(test_auth_certificate_form, cert_setup, cert_teardown),
         cmocka_unit_test_setup_teardown(test_api_headers_and_401, api_setup, api_teardown),
