@@ -575,7 +575,9 @@ static int copy_token(const struct d365_auth *a, char *buf, size_t bufsz, char *
     return 0;
 }
 
-int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, size_t errlen)
+/* d365_auth_token; with nowait, a caller that would have to wait for
+ * somebody else's fetch returns -1 at once instead (d365_auth_prefetch). */
+static int token_get(struct d365_auth *a, char *buf, size_t bufsz, char *err, size_t errlen, int nowait)
 {
     int rc, waited = 0;
     double wait_deadline = util_mono_s() + (double)(a->connect_timeout_ms + a->timeout_ms) / 1000.0 + 5;
@@ -586,6 +588,11 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
         if (valid && (now < a->renew_at || a->fetching || now < a->next_attempt_at)) {
             /* Fresh, or due but somebody is renewing / renewal is backing off. */
             rc = copy_token(a, buf, bufsz, err, errlen);
+            break;
+        }
+        if (!valid && a->fetching && nowait) {
+            util_seterr(err, errlen, "the access token is being fetched");
+            rc = -1;
             break;
         }
         if (!valid && a->fetching) {
@@ -657,6 +664,11 @@ int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, siz
     return rc;
 }
 
+int d365_auth_token(struct d365_auth *a, char *buf, size_t bufsz, char *err, size_t errlen)
+{
+    return token_get(a, buf, bufsz, err, errlen, 0);
+}
+
 void d365_auth_prefetch(struct d365_auth *a)
 {
     pthread_mutex_lock(&a->mu);
@@ -664,12 +676,13 @@ void d365_auth_prefetch(struct d365_auth *a)
     int fresh = a->token && now < a->usable_until && now < a->renew_at;
     int idle = fresh || a->fetching || now < a->next_attempt_at;
     pthread_mutex_unlock(&a->mu);
-    if (idle) return;
-    /* A scratch copy: the token itself is what callers of d365_auth_token
-     * get; this one only makes sure there is one. Wiped like any copy. */
+    if (idle) return; /* the common case, without the scratch buffer */
+    /* Whether to become the refresher is decided again under the lock
+     * (token_get); a caller that lost the race returns at once (nowait).
+     * The scratch copy is wiped like any copy of a token. */
     char *buf = malloc(D365_TOKEN_MAX), err[512];
     if (!buf) return;
-    (void)d365_auth_token(a, buf, D365_TOKEN_MAX, err, sizeof err);
+    (void)token_get(a, buf, D365_TOKEN_MAX, err, sizeof err, 1);
     OPENSSL_cleanse(buf, D365_TOKEN_MAX);
     free(buf);
 }

@@ -176,8 +176,10 @@ static int keys_check_add(struct keyset *s, const char *keys)
         const char *e = p;
         while (*e && *e != ' ') e++;
         const char *hit = NULL;
-        if (e > p && keyset_has_add_at(s, p, (size_t)(e - p), 1, &hit) == 1 &&
-            !((uintptr_t)hit >= (uintptr_t)keys && (uintptr_t)hit < (uintptr_t)p))
+        int r = e > p ? keyset_has_add_at(s, p, (size_t)(e - p), 1, &hit) : 0;
+        if (r < 0) /* no memory to add it: at least look it up (no allocation) */
+            r = keyset_has_add_at(s, p, (size_t)(e - p), 0, &hit);
+        if (r == 1 && !((uintptr_t)hit >= (uintptr_t)keys && (uintptr_t)hit < (uintptr_t)p))
             blocked = 1;
         p = e;
     }
@@ -1060,8 +1062,14 @@ static int model_map(struct delivery *d, struct rec_work *w, struct parse_ctx *p
         /* Damaged or of another version: the XML is the record; read it. */
         log_warn("delivery: seq=%llu docnum=%s: stored model unusable (%s); parsing the XML",
                  (unsigned long long)r->seq, r->docnum, why);
-        struct queue_record *x;
-        if (queue_get(d->o.queue, r->seq, QUEUE_GET_XML, &x, err, errlen) != QUEUE_OK)
+        struct queue_record *x = NULL;
+        /* Through the worker's view: a second read transaction on this
+         * thread beside it could not let a remap through. */
+        int rs = view_open(d->o.queue, w->links.view, err, errlen);
+        if (rs == QUEUE_OK)
+            rs = view_status(w->links.view,
+                             queue_view_get(*w->links.view, r->seq, QUEUE_GET_XML, &x, err, errlen));
+        if (rs != QUEUE_OK)
             return IDOC_ERR_NOMEM; /* read failure: the caller retries the record */
         int st = idoc_parse(x->xml, x->xml_len, NULL, map_cb, pc, err, errlen);
         queue_record_free(x);
@@ -1268,6 +1276,7 @@ static struct job *run_job(struct worker *wk, struct job *j)
          * tried again after a back-off. */
         if (!w[i].r || w[i].result != RR_NONE || !w[i].op_count) continue;
         w[i].result = RR_RETRY;
+        w[i].op_count = 0; /* nothing sent: no attempt to audit, no op to read */
         util_copy(w[i].error, sizeof w[i].error, "out of memory for the job's requests; tried again");
     }
     unsigned cs_base = 0;
