@@ -683,24 +683,36 @@ static void claim_changes(const struct job *j, struct queue_change *c)
                                      .to_state = QUEUE_INFLIGHT, .next_attempt_ms = -1};
 }
 
-/* Claim a job's records in the queue (PENDING -> INFLIGHT) before they are
- * read and sent: a crash then finds them INFLIGHT and start-up puts them
- * back. All or nothing (one transaction); 0 when claimed. For a job taken
- * by an idle worker; a busy worker claims its next job with the outcomes
- * of its last (run_job). */
-static int claim(struct delivery *d, const struct job *j)
+/* Claim njobs jobs (first and the ones linked after it) in the queue, in
+ * ONE transaction: their records PENDING -> INFLIGHT before they are read
+ * and sent (records no longer PENDING are skipped, and the worker then
+ * leaves them alone); a crash then finds them INFLIGHT and start-up puts
+ * them back. All or nothing; 0 when claimed. One job: an idle worker's
+ * (a busy worker claims its next job with the outcomes of its last,
+ * run_job); several: the dispatcher's group claim (claim_fresh). mu not
+ * held. */
+static int claim(struct delivery *d, const struct job *first, size_t njobs)
 {
-    struct queue_change *c = calloc(j->n, sizeof *c);
+    size_t nrec = 0, k = 0;
+    const struct job *j = first;
+    for (size_t i = 0; i < njobs; i++, j = j->next) nrec += j->n;
+    struct queue_change *c = calloc(nrec, sizeof *c);
     if (!c) {
-        log_error("delivery: claiming %zu records: out of memory", j->n);
+        log_error("delivery: claiming %zu records: out of memory; tried again in %d ms", nrec,
+                  CLAIM_RETRY_MS);
         return -1;
     }
-    claim_changes(j, c);
-    char err[256];
-    int rc = queue_update(d->o.queue, c, j->n, NULL, err, sizeof err) == QUEUE_OK ? 0 : -1;
+    j = first;
+    for (size_t i = 0; i < njobs; i++, j = j->next) {
+        claim_changes(j, c + k);
+        k += j->n;
+    }
+    char err[256], who[40] = "";
+    int rc = queue_update(d->o.queue, c, nrec, NULL, err, sizeof err) == QUEUE_OK ? 0 : -1;
+    if (rc && njobs > 1) snprintf(who, sizeof who, " for %zu workers", njobs);
     if (rc)
-        log_error("delivery: claiming %zu records (seq %llu...): %s; tried again in %d ms", j->n,
-                  (unsigned long long)j->seqs[0], err, CLAIM_RETRY_MS);
+        log_error("delivery: claiming %zu records%s (seq %llu...): %s; tried again in %d ms", nrec, who,
+                  (unsigned long long)first->seqs[0], err, CLAIM_RETRY_MS);
     free(c);
     return rc;
 }
@@ -756,33 +768,16 @@ static void job_release(struct delivery *d, struct job *j, int64_t due_ms)
 static int claim_fresh(struct delivery *d, struct job **fresh, size_t waiting_before)
 {
     size_t want = d->idle_workers > waiting_before ? d->idle_workers - waiting_before : 0;
-    size_t njobs = 0, nrec = 0;
-    for (struct job *j = *fresh; j && njobs < want; j = j->next) {
-        njobs++;
-        nrec += j->n;
-    }
+    size_t njobs = 0;
+    for (struct job *j = *fresh; j && njobs < want; j = j->next) njobs++;
     if (njobs >= 2) {
-        struct queue_change *c = calloc(nrec, sizeof *c);
-        size_t k = 0;
-        struct job *j = *fresh;
-        for (size_t i = 0; c && i < njobs; i++, j = j->next) {
-            claim_changes(j, c + k);
-            k += j->n;
-        }
-        char err[256];
         pthread_mutex_unlock(&d->mu);
-        int rc = c ? queue_update(d->o.queue, c, nrec, NULL, err, sizeof err)
-                   : (snprintf(err, sizeof err, "out of memory"), QUEUE_ERR_STORAGE);
-        free(c);
+        int rc = claim(d, *fresh, njobs);
         pthread_mutex_lock(&d->mu);
-        if (rc != QUEUE_OK)
-            log_error("delivery: claiming %zu records for %zu workers (seq %llu...): %s; tried again "
-                      "in %d ms", nrec, njobs, (unsigned long long)(*fresh)->seqs[0], err,
-                      CLAIM_RETRY_MS);
         struct job **link = fresh;
         for (size_t i = 0; i < njobs; i++) {
             struct job *x = *link;
-            if (rc == QUEUE_OK) {
+            if (rc == 0) {
                 x->claimed = 1;
                 link = &x->next;
                 continue;
@@ -1582,7 +1577,7 @@ static void *worker_main(void *arg)
          * claim that cannot be committed leaves the job unsent: its
          * records wait CLAIM_RETRY_MS, still PENDING. */
         int ok = j->claimed;
-        if (!ok && claim(d, j) == 0) {
+        if (!ok && claim(d, j, 1) == 0) {
             ok = 1;
             pthread_mutex_lock(&d->mu);
             j->claimed = 1;
